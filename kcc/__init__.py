@@ -1,0 +1,1 @@
+"""kcc-mail: the application (configuration, review use cases, CLI, service runner)."""

@@ -1,0 +1,247 @@
+"""Configuration: one TOML file, validated at start-up into frozen, typed objects.
+
+A KCC's functional administrator edits this file; a typo must stop the service with a message that names the key
+and the file, never be silently ignored. Secrets are never in the file itself: only the name of an environment
+variable or a file that holds them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+DEFAULT_CONFIG_FILE = Path("kcc-mail.toml")
+
+Security = Literal["tls", "starttls", "none"]
+AuthMethod = Literal["password", "xoauth2"]
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says where and what to change."""
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseConfig:
+    url: str = "sqlite:///var/kcc-mail.db"
+
+
+@dataclass(frozen=True, slots=True)
+class StorageConfig:
+    max_mail_bytes: int = 50 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class OrganisatieConfig:
+    naam: str = "Gemeente Voorbeeld"
+    kanaal: str = "e-mail"
+    taal: str = "nld"
+    vertrouwelijk: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxConfig:
+    name: str = "info"
+    kind: Literal["imap", "maildir"] = "maildir"
+    host: str = ""
+    port: int = 993
+    security: Security = "tls"
+    auth: AuthMethod = "password"
+    username: str = ""
+    password_env: str = ""
+    password_file: str = ""
+    token_env: str = ""
+    token_file: str = ""
+    folder: str = "INBOX"
+    processed_folder: str = ""
+    processed_keyword: str = "$KccOpgeslagen"
+    path: str = "var/mail/info"
+    poll_interval: float = 60.0
+    batch_size: int = 50
+    timeout: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpConfig:
+    kind: Literal["smtp", "directory"] = "directory"
+    host: str = ""
+    port: int = 587
+    security: Security = "starttls"
+    auth: AuthMethod = "password"
+    username: str = ""
+    password_env: str = ""
+    password_file: str = ""
+    token_env: str = ""
+    token_file: str = ""
+    from_address: str = "info@gemeente.example"
+    from_name: str = "Gemeente Voorbeeld"
+    directory: str = "var/outgoing"
+    timeout: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    organisatie: OrganisatieConfig = field(default_factory=OrganisatieConfig)
+    mailboxes: tuple[MailboxConfig, ...] = (MailboxConfig(),)
+    smtp: SmtpConfig = field(default_factory=SmtpConfig)
+    source: str = "built-in defaults"
+
+    def mailbox(self, name: str) -> MailboxConfig:
+        for mailbox in self.mailboxes:
+            if mailbox.name == name:
+                return mailbox
+        known = ", ".join(m.name for m in self.mailboxes)
+        raise ConfigError(f"no mailbox named {name!r} in {self.source}; configured mailboxes: {known}")
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    "database": DatabaseConfig,
+    "storage": StorageConfig,
+    "organisatie": OrganisatieConfig,
+    "smtp": SmtpConfig,
+}
+_INLINE_SECRETS = {"password": "password", "secret": "password", "token": "token", "access_token": "token"}
+
+
+def load_config(path: Path | None = None, environ: typing.Mapping[str, str] | None = None) -> Config:
+    """Load `path`, else ./kcc-mail.toml when present, else the built-in laptop defaults.
+
+    `KCC_DATABASE_URL` in the environment overrides `database.url`, so a deployment keeps its database secret
+    out of the file.
+    """
+    env = os.environ if environ is None else environ
+    if path is None and DEFAULT_CONFIG_FILE.is_file():
+        path = DEFAULT_CONFIG_FILE
+    config = Config() if path is None else _load_file(path)
+    override = env.get("KCC_DATABASE_URL")
+    if override:
+        config = dataclasses.replace(config, database=DatabaseConfig(url=override))
+    return config
+
+
+def _load_file(path: Path) -> Config:
+    where = str(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file {where} does not exist; pass an existing file to --config") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where} is not valid TOML: {exc}") from None
+    unknown = set(data) - set(_SECTIONS) - {"mailbox"}
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown section or key {sorted(unknown)[0]!r}; "
+            f"known are {', '.join(sorted([*_SECTIONS, 'mailbox']))} (see config.example.toml)"
+        )
+    sections = {name: _build(cls, data.get(name, {}), name, where) for name, cls in _SECTIONS.items()}
+    mailboxes = _load_mailboxes(data.get("mailbox"), where)
+    config = Config(mailboxes=mailboxes, source=where, **sections)
+    _check_security(config)
+    return config
+
+
+def _load_mailboxes(raw: object, where: str) -> tuple[MailboxConfig, ...]:
+    if raw is None:
+        return (MailboxConfig(),)
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(f"{where}: 'mailbox' must be one or more [[mailbox]] tables")
+    mailboxes = tuple(_build(MailboxConfig, item, f"mailbox[{i}]", where) for i, item in enumerate(raw))
+    names = [m.name for m in mailboxes]
+    for name in names:
+        if names.count(name) > 1:
+            raise ConfigError(f"{where}: two [[mailbox]] tables are named {name!r}; names must be unique")
+        if not name or not name.replace("-", "").replace("_", "").isalnum():
+            raise ConfigError(f"{where}: mailbox name {name!r} must be letters, digits, '-' or '_'")
+    return mailboxes
+
+
+def _build(cls: type[Any], raw: object, section: str, where: str) -> Any:
+    """Build one dataclass from a TOML table, refusing unknown keys, wrong types and inline secrets."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: [{section}] must be a table")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in _INLINE_SECRETS:
+            kind = _INLINE_SECRETS[key]
+            raise ConfigError(
+                f"{where}: {section}.{key} holds a secret inline; put it in an environment variable or a file "
+                f"and name that with {kind}_env or {kind}_file"
+            )
+        if key not in known:
+            raise ConfigError(f"{where}: unknown key {section}.{key}; see config.example.toml for the keys")
+        values[key] = _coerce(value, hints[key], f"{section}.{key}", where)
+    return cls(**values)
+
+
+def _coerce(value: object, hint: Any, key: str, where: str) -> object:
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        allowed = typing.get_args(hint)
+        if value not in allowed:
+            choices = " | ".join(str(a) for a in allowed)
+            raise ConfigError(f"{where}: {key} is {value!r}; it must be one of {choices}")
+        return value
+    expected: tuple[type, ...] = (int, float) if hint is float else (hint,)
+    if isinstance(value, bool) and hint is not bool:
+        expected = ()
+    if not isinstance(value, expected):
+        raise ConfigError(f"{where}: {key} must be {hint.__name__}, not {type(value).__name__} ({value!r})")
+    if hint is float:
+        return float(value)  # type: ignore[arg-type]
+    return value
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_security(config: Config) -> None:
+    """Plain-text IMAP or SMTP leaks the mailbox password; allow it only to a server on this machine."""
+    for mailbox in config.mailboxes:
+        if mailbox.kind == "imap":
+            if not mailbox.host:
+                raise ConfigError(f"{config.source}: mailbox {mailbox.name!r} is kind imap but has no host")
+            if mailbox.security == "none" and not _is_loopback(mailbox.host):
+                raise ConfigError(
+                    f"{config.source}: mailbox {mailbox.name!r} uses security = \"none\" to {mailbox.host}; "
+                    "plain text is only allowed to a loopback host; use tls or starttls"
+                )
+    smtp = config.smtp
+    if smtp.kind == "smtp":
+        if not smtp.host:
+            raise ConfigError(f"{config.source}: [smtp] kind smtp needs a host")
+        if smtp.security == "none" and not _is_loopback(smtp.host):
+            raise ConfigError(
+                f"{config.source}: [smtp] uses security = \"none\" to {smtp.host}; "
+                "plain text is only allowed to a loopback host; use tls or starttls"
+            )
+
+
+def resolve_secret(env_name: str, file_name: str, what: str, environ: typing.Mapping[str, str] | None = None) -> str:
+    """Read a secret from the named environment variable or file; the secret itself never enters the config."""
+    env = os.environ if environ is None else environ
+    if env_name:
+        value = env.get(env_name)
+        if value:
+            return value
+        raise ConfigError(f"{what}: environment variable {env_name} is not set; export it before starting kcc-mail")
+    if file_name:
+        try:
+            return Path(file_name).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"{what}: cannot read secret file {file_name}: {exc.strerror}") from None
+    raise ConfigError(f"{what}: no secret configured; set password_env or password_file (token_* for xoauth2)")

@@ -1,0 +1,1 @@
+"""Mail out: template rendering, message composition, SMTP transport and the outbox relay."""

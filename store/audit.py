@@ -1,0 +1,36 @@
+"""The append-only record of who decided what, for the municipality's accountability."""
+
+from __future__ import annotations
+
+import uuid as uuid_module
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, event
+from sqlalchemy.orm import Mapped, Mapper, mapped_column
+
+from store.base import Base, created_column, id_column, uuid_column
+from store.types import SafeString
+
+
+class AuditEvent(Base):
+    __tablename__ = "audit_event"
+
+    id: Mapped[int] = id_column()
+    uuid: Mapped[uuid_module.UUID] = uuid_column()
+    at: Mapped[datetime] = created_column()
+    who: Mapped[str] = mapped_column(SafeString(320))
+    action: Mapped[str] = mapped_column(SafeString(50), index=True)
+    object_type: Mapped[str] = mapped_column(SafeString(50))
+    object_id: Mapped[str] = mapped_column(SafeString(64), index=True)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class AuditIsAppendOnly(Exception):
+    """An audit event was about to be changed or deleted."""
+
+
+@event.listens_for(AuditEvent, "before_update")
+@event.listens_for(AuditEvent, "before_delete")
+def _refuse_change(mapper: Mapper[AuditEvent], connection: object, target: AuditEvent) -> None:
+    raise AuditIsAppendOnly(f"audit event {target.uuid} cannot be changed or deleted; add a new event instead")

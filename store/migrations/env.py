@@ -1,0 +1,15 @@
+"""Alembic runs migrations on the connection kcc-mail hands it; there is no alembic.ini to keep in sync."""
+
+from alembic import context
+
+import store
+
+connection = context.config.attributes["connection"]
+context.configure(
+    connection=connection,
+    target_metadata=store.Base.metadata,
+    render_as_batch=connection.dialect.name == "sqlite",
+    compare_type=True,
+)
+with context.begin_transaction():
+    context.run_migrations()

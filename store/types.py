@@ -1,0 +1,65 @@
+"""Column types that keep the database honest on both SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import DateTime, Dialect, String, Text
+from sqlalchemy.types import TypeDecorator
+
+
+def strip_nul(value: str) -> str:
+    """PostgreSQL text cannot hold NUL; mail from the internet can. Replace it visibly instead of failing."""
+    return value.replace("\x00", "\ufffd") if "\x00" in value else value
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware time stamp, stored as UTC; SQLite forgets the zone, so it is put back on reading."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: kcc-mail stores only timezone-aware time stamps")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class SafeString(TypeDecorator[str]):
+    """A bounded string column that never receives a NUL byte."""
+
+    impl = String
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return None if value is None else strip_nul(value)
+
+    @property
+    def python_type(self) -> type[Any]:
+        return str
+
+
+class SafeText(TypeDecorator[str]):
+    """An unbounded text column that never receives a NUL byte."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return None if value is None else strip_nul(value)
+
+    @property
+    def python_type(self) -> type[Any]:
+        return str
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,62 @@
+"""A newcomer's first minutes: `kcc-mail --help`, `init` and `check`, on the defaults and the example file."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from kcc_cli import kcc_mail
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.toml"
+
+
+def test_help_lists_the_commands(tmp_path: Path) -> None:
+    result = kcc_mail("--help", cwd=tmp_path)
+    assert result.returncode == 0
+    for command in ("init", "check"):
+        assert f"  {command} " in result.stdout
+
+
+def test_init_then_check_works_on_the_built_in_defaults(tmp_path: Path) -> None:
+    init = kcc_mail("init", cwd=tmp_path)
+    assert init.returncode == 0, init.stderr
+    assert "schema created" in init.stdout
+    assert (tmp_path / "var" / "kcc-mail.db").is_file()
+    assert (tmp_path / "var" / "mail" / "info" / "new").is_dir()
+    assert (tmp_path / "var" / "outgoing").is_dir()
+
+    check = kcc_mail("check", cwd=tmp_path)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "ok   database: sqlite:///var/kcc-mail.db: connected, schema up to date" in check.stdout
+    assert "ok   mailbox info: var/mail/info: connected, 0 mails in the folder" in check.stdout
+    assert "ok   smtp: directory var/outgoing: writable" in check.stdout
+
+    again = kcc_mail("init", cwd=tmp_path)
+    assert "schema is up to date" in again.stdout
+
+
+def test_check_on_the_example_configuration_names_what_it_cannot_reach(tmp_path: Path) -> None:
+    shutil.copy(EXAMPLE, tmp_path / "kcc-mail.toml")
+    assert kcc_mail("init", cwd=tmp_path).returncode == 0
+    check = kcc_mail("check", cwd=tmp_path, env={"KCC_MAILBOX_INFO_PASSWORD": "x", "KCC_SMTP_PASSWORD": "y"})
+    assert check.returncode == 1
+    assert "configuration kcc-mail.toml: valid" in check.stdout
+    assert "ok   database" in check.stdout
+    assert "FAIL mailbox info:" in check.stdout and "imap.example.nl" in check.stdout
+    assert "FAIL smtp: SMTP server smtp.example.nl:587 cannot be reached" in check.stdout
+    assert "Traceback" not in check.stderr
+
+
+def test_a_command_on_a_missing_schema_says_to_run_init(tmp_path: Path) -> None:
+    check = kcc_mail("check", cwd=tmp_path)
+    assert check.returncode == 1
+    assert "run `kcc-mail init`" in check.stdout
+
+
+def test_a_broken_configuration_stops_with_one_clear_line(tmp_path: Path) -> None:
+    (tmp_path / "broken.toml").write_text("[storage]\nmax_mail_bytes = 'veel'\n")
+    result = kcc_mail("--config", "broken.toml", "check", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "kcc-mail: broken.toml: storage.max_mail_bytes must be int, not str ('veel')"
+    )

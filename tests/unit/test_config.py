@@ -1,0 +1,113 @@
+"""The configuration refuses what an administrator could get wrong, naming the key and the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kcc.config import ConfigError, load_config, resolve_secret
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.toml"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "kcc-mail.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_the_example_configuration_is_valid_and_documents_the_imap_mailbox() -> None:
+    config = load_config(EXAMPLE, environ={})
+    assert config.database.url == "sqlite:///var/kcc-mail.db"
+    assert config.storage.max_mail_bytes == 52428800
+    (mailbox,) = config.mailboxes
+    assert (mailbox.name, mailbox.kind, mailbox.host, mailbox.security) == ("info", "imap", "imap.example.nl", "tls")
+    assert mailbox.password_env == "KCC_MAILBOX_INFO_PASSWORD"
+    assert config.smtp.kind == "smtp" and config.smtp.port == 587
+
+
+def test_the_example_documents_every_key_with_a_comment() -> None:
+    text = EXAMPLE.read_text(encoding="utf-8").splitlines()
+    keys = [i for i, line in enumerate(text) if line and not line.startswith(("#", "[")) and "=" in line]
+    undocumented = [text[i] for i in keys if not text[i - 1].startswith("#") and "=" not in text[i - 1]]
+    assert undocumented == []
+
+
+def test_without_a_file_the_laptop_defaults_apply(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = load_config(None, environ={})
+    assert config.source == "built-in defaults"
+    assert config.database.url == "sqlite:///var/kcc-mail.db"
+    assert [(m.name, m.kind, m.path) for m in config.mailboxes] == [("info", "maildir", "var/mail/info")]
+    assert (config.smtp.kind, config.smtp.directory) == ("directory", "var/outgoing")
+
+
+def test_kcc_mail_toml_in_the_working_directory_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, '[organisatie]\nnaam = "Gemeente Wittewiek"\n')
+    assert load_config(None, environ={}).organisatie.naam == "Gemeente Wittewiek"
+
+
+def test_an_unknown_key_is_named_with_its_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "[storage]\nmax_mail_byte = 10\n")
+    with pytest.raises(ConfigError, match=r"kcc-mail.toml: unknown key storage.max_mail_byte"):
+        load_config(path, environ={})
+
+
+def test_an_unknown_section_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown section or key 'smpt'"):
+        load_config(write(tmp_path, "[smpt]\nhost = 'x'\n"), environ={})
+
+
+def test_a_wrong_type_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"storage.max_mail_bytes must be int, not str"):
+        load_config(write(tmp_path, '[storage]\nmax_mail_bytes = "25MB"\n'), environ={})
+    with pytest.raises(ConfigError, match=r"organisatie.vertrouwelijk must be bool"):
+        load_config(write(tmp_path, "[organisatie]\nvertrouwelijk = 1\n"), environ={})
+
+
+def test_a_value_outside_its_choices_lists_them(tmp_path: Path) -> None:
+    text = '[[mailbox]]\nname = "info"\nkind = "pop3"\n'
+    with pytest.raises(ConfigError, match=r"mailbox\[0\].kind is 'pop3'; it must be one of imap \| maildir"):
+        load_config(write(tmp_path, text), environ={})
+
+
+def test_an_inline_password_is_refused_with_the_alternative(tmp_path: Path) -> None:
+    text = '[smtp]\nkind = "smtp"\nhost = "smtp.gemeente.nl"\npassword = "geheim"\n'
+    with pytest.raises(ConfigError, match="smtp.password holds a secret inline.*password_env or password_file") as e:
+        load_config(write(tmp_path, text), environ={})
+    assert "geheim" not in str(e.value)
+
+
+def test_plain_text_to_a_remote_server_is_refused(tmp_path: Path) -> None:
+    text = '[[mailbox]]\nname = "info"\nkind = "imap"\nhost = "imap.gemeente.nl"\nsecurity = "none"\n'
+    with pytest.raises(ConfigError, match="only allowed to a loopback host"):
+        load_config(write(tmp_path, text), environ={})
+    local = text.replace("imap.gemeente.nl", "127.0.0.1")
+    assert load_config(write(tmp_path, local), environ={}).mailboxes[0].security == "none"
+
+
+def test_two_mailboxes_with_one_name_are_refused(tmp_path: Path) -> None:
+    text = '[[mailbox]]\nname = "info"\n[[mailbox]]\nname = "info"\n'
+    with pytest.raises(ConfigError, match="two \\[\\[mailbox\\]\\] tables are named 'info'"):
+        load_config(write(tmp_path, text), environ={})
+
+
+def test_invalid_toml_says_so(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="is not valid TOML"):
+        load_config(write(tmp_path, "[database\n"), environ={})
+
+
+def test_kcc_database_url_overrides_the_file() -> None:
+    config = load_config(EXAMPLE, environ={"KCC_DATABASE_URL": "postgresql+psycopg://kcc@db/kcc"})
+    assert config.database.url == "postgresql+psycopg://kcc@db/kcc"
+
+
+def test_secrets_come_from_the_environment_or_a_file(tmp_path: Path) -> None:
+    assert resolve_secret("KCC_PW", "", "mailbox info", {"KCC_PW": "s3cret"}) == "s3cret"
+    secret_file = tmp_path / "pw"
+    secret_file.write_text("uit-bestand\n")
+    assert resolve_secret("", str(secret_file), "mailbox info", {}) == "uit-bestand"
+    with pytest.raises(ConfigError, match="environment variable KCC_PW is not set"):
+        resolve_secret("KCC_PW", "", "mailbox info", {})
