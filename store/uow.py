@@ -30,10 +30,7 @@ class UnitOfWork:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         session, self._session = self.session, None
-        try:
-            session.rollback()
-        finally:
-            session.close()
+        session.close()  # ends any open transaction with a rollback; loaded objects stay readable, detached
 
     def commit(self) -> None:
         self.session.commit()

@@ -38,13 +38,15 @@ def test_init_then_check_works_on_the_built_in_defaults(tmp_path: Path) -> None:
 def test_check_on_the_example_configuration_names_what_it_cannot_reach(tmp_path: Path) -> None:
     shutil.copy(EXAMPLE, tmp_path / "kcc-mail.toml")
     assert kcc_mail("init", cwd=tmp_path).returncode == 0
-    check = kcc_mail("check", cwd=tmp_path, env={"KCC_MAILBOX_INFO_PASSWORD": "x", "KCC_SMTP_PASSWORD": "y"})
+    secrets = {"KCC_MAILBOX_INFO_PASSWORD": "imap-wachtwoord", "KCC_SMTP_PASSWORD": "smtp-wachtwoord"}
+    check = kcc_mail("check", cwd=tmp_path, env=secrets)
     assert check.returncode == 1
     assert "configuration kcc-mail.toml: valid" in check.stdout
     assert "ok   database" in check.stdout
     assert "FAIL mailbox info:" in check.stdout and "imap.example.nl" in check.stdout
     assert "FAIL smtp: SMTP server smtp.example.nl:587 cannot be reached" in check.stdout
     assert "Traceback" not in check.stderr
+    assert "wachtwoord" not in check.stdout + check.stderr
 
 
 def test_a_command_on_a_missing_schema_says_to_run_init(tmp_path: Path) -> None:

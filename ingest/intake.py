@@ -1,0 +1,251 @@
+"""Intake use cases: store each fetched mail exactly once, parsed or quarantined, and track each mailbox's progress.
+
+Every function here that writes is one transaction (`with uow:`). Parsing happens before the transaction opens,
+so a slow mail never holds a database lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+from email.utils import getaddresses, parseaddr
+
+from sqlalchemy import or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ingest.classify import Classification, classify
+from ingest.parse import MailLimitExceeded, ParsedMail, ParseError, parse_mail
+from ingest.sources.base import FetchedMail
+from store.blobs import put_blob, sha256_hex
+from store.mail import InboundAttachment, InboundMail, MailboxState
+from store.types import utcnow
+from store.uow import UnitOfWork
+
+log = logging.getLogger(__name__)
+
+LEASE_SECONDS = 180  # renewed at every poll (at least each poll_interval); a killed process's lease expires
+
+
+@dataclass(frozen=True, slots=True)
+class ClassifyOptions:
+    """What the classifier needs to know about us: our own addresses and Message-ID domains (loop protection)."""
+
+    own_addresses: frozenset[str] = frozenset()
+    own_message_id_domains: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Analysis:
+    """What intake learned from the raw bytes, before any transaction: parsed mail or the quarantine reason."""
+
+    sha256: str
+    parsed: ParsedMail | None
+    classification: Classification | None
+    reason: str | None = None
+    error: str = ""
+
+
+@dataclass
+class IntakeSummary:
+    """Counts for one poll, as printed by `kcc-mail poll --once`."""
+
+    fetched: int = 0
+    stored: int = 0
+    quarantined: int = 0
+    duplicates: int = 0
+    errors: int = 0
+    failures: list[str] = field(default_factory=list)
+
+    def add(self, other: IntakeSummary) -> None:
+        self.fetched += other.fetched
+        self.stored += other.stored
+        self.quarantined += other.quarantined
+        self.duplicates += other.duplicates
+        self.errors += other.errors
+        self.failures.extend(other.failures)
+
+    def line(self) -> str:
+        return (
+            f"fetched={self.fetched} stored={self.stored} quarantined={self.quarantined} "
+            f"duplicates={self.duplicates}"
+        )
+
+
+Parser = Callable[[bytes, datetime], ParsedMail]
+
+
+def default_parser(raw: bytes, received_at: datetime) -> ParsedMail:
+    return parse_mail(raw, received_at=received_at)
+
+
+def analyse(
+    raw: bytes, received_at: datetime, *, max_mail_bytes: int, options: ClassifyOptions,
+    parser: Parser = default_parser, digest: str | None = None,
+) -> Analysis:
+    """Parse and classify; any failure becomes a quarantine reason, never an exception (pure, no I/O)."""
+    digest = digest or sha256_hex(raw)
+    if len(raw) > max_mail_bytes:
+        return Analysis(
+            digest, None, None, "too_large",
+            f"the mail is {len(raw)} bytes, over storage.max_mail_bytes = {max_mail_bytes}; "
+            "it is kept unparsed; export it with `kcc-mail queue show` or raise the limit and reprocess",
+        )
+    try:
+        parsed = parser(raw, received_at)
+        classification = classify(
+            parsed, own_addresses=options.own_addresses, own_message_id_domains=options.own_message_id_domains
+        )
+    except MailLimitExceeded as exc:
+        return Analysis(digest, None, None, "limits", str(exc))
+    except ParseError as exc:
+        return Analysis(digest, None, None, "unparseable", str(exc))
+    except Exception as exc:  # a bug in a library or in our code must not lose the mail
+        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        return Analysis(digest, None, None, "internal_error", f"{detail} (a bug: report it with the exported mail)")
+    return Analysis(digest, parsed, classification)
+
+
+def is_stored(uow: UnitOfWork, mailbox: str, sha256: str, uidvalidity: int | None, uid: int | None) -> bool:
+    """Did an earlier poll (or another process) already store this mail?"""
+    with uow:
+        return _already_stored(uow.session, mailbox, sha256, uidvalidity, uid)
+
+
+def _already_stored(session: Session, mailbox: str, sha256: str, uidvalidity: int | None, uid: int | None) -> bool:
+    condition = InboundMail.raw_sha256 == sha256
+    if uid is not None:
+        condition = or_(condition, (InboundMail.uidvalidity == uidvalidity) & (InboundMail.uid == uid))
+    found = session.scalar(select(InboundMail.id).where(InboundMail.mailbox == mailbox, condition).limit(1))
+    return found is not None
+
+
+def store_mail(
+    uow: UnitOfWork, mailbox: str, fetched: FetchedMail, uidvalidity: int | None, analysis: Analysis
+) -> InboundMail | None:
+    """Store the raw bytes, attachments and the InboundMail row in one transaction; None when already stored."""
+    received_at = fetched.internaldate or utcnow()
+    with uow:
+        session = uow.session
+        put_blob(session, fetched.raw, analysis.sha256)
+        mail = InboundMail(
+            mailbox=mailbox, uidvalidity=uidvalidity if fetched.ref.uid is not None else None,
+            uid=fetched.ref.uid, source_key=fetched.ref.key[:255], raw_sha256=analysis.sha256,
+            size=len(fetched.raw), received_at=received_at,
+        )
+        if analysis.parsed is not None and analysis.classification is not None:
+            fill_parsed_fields(mail, analysis.parsed, analysis.classification)
+            for position, attachment in enumerate(analysis.parsed.attachments):
+                put_blob(session, attachment.data, attachment.sha256)
+                mail.attachments.append(
+                    InboundAttachment(
+                        position=position, bestandsnaam=attachment.filename[:255],
+                        formaat=attachment.content_type[:255], size=len(attachment.data),
+                        blob_sha256=attachment.sha256, inline=attachment.inline,
+                        content_id=attachment.content_id or "",
+                    )
+                )
+        else:
+            fill_headers_only(mail, fetched.raw)
+            mail.state, mail.reason, mail.error = "quarantaine", analysis.reason, analysis.error
+        session.add(mail)
+        try:
+            uow.commit()
+        except IntegrityError:
+            uow.rollback()
+            if not _already_stored(session, mailbox, analysis.sha256, uidvalidity, fetched.ref.uid):
+                raise  # not a duplicate: the database refused the write, so the mail must not be marked processed
+            return None
+        return mail
+
+
+def fill_parsed_fields(mail: InboundMail, parsed: ParsedMail, classification: Classification) -> None:
+    """Copy what the parser found; also used by reprocessing to refresh the derived fields."""
+    mail.message_id = parsed.message_id[:998]
+    mail.message_id_synthetic = parsed.message_id_synthetic
+    mail.from_name = parsed.from_name
+    mail.from_address = parsed.from_address
+    mail.to_addresses = list(parsed.to)
+    mail.cc_addresses = list(parsed.cc)
+    mail.reply_to = list(parsed.reply_to)
+    mail.subject = parsed.subject
+    mail.sent_at = parsed.date if parsed.date_from_header else None
+    mail.in_reply_to = parsed.in_reply_to or ""
+    mail.references = list(parsed.references)
+    mail.text_body = parsed.text
+    mail.html_body = parsed.html
+    mail.flags = list(classification.flags)
+    mail.classification = {
+        "reasons": list(classification.reasons),
+        "bounceOriginalMessageId": classification.bounce_original_message_id,
+        "bounceRecipient": classification.bounce_recipient,
+    }
+    mail.defects = list(parsed.defects)
+
+
+def fill_headers_only(mail: InboundMail, raw: bytes) -> None:
+    """For a quarantined mail, show the reviewer at least who sent it and what about, if the headers allow."""
+    try:
+        headers = BytesHeaderParser(policy=compat32).parsebytes(raw[:256 * 1024])
+        name, address = parseaddr(str(headers.get("From", "")))
+        mail.from_name, mail.from_address = name[:200], address[:320]
+        mail.subject = str(headers.get("Subject", ""))[:1000]
+        mail.message_id = str(headers.get("Message-ID", "")).strip()[:998]
+        mail.to_addresses = [a for _, a in getaddresses([str(v) for v in headers.get_all("To", [])])][:50]
+    except Exception as exc:  # headers of a mail we could not parse may be anything
+        log.debug("headers of quarantined mail unreadable: %s", type(exc).__name__)
+
+
+def acquire_lease(uow: UnitOfWork, mailbox: str, owner: str, seconds: int = LEASE_SECONDS) -> MailboxState | None:
+    """Take (or renew) the right to poll `mailbox`; None when another live process holds it."""
+    now = utcnow()
+    with uow:
+        session = uow.session
+        state = session.scalar(select(MailboxState).where(MailboxState.mailbox == mailbox).with_for_update())
+        if state is None:
+            state = MailboxState(mailbox=mailbox, high_water_uid=0)
+            session.add(state)
+        elif state.lease_owner not in ("", owner) and state.lease_until is not None and state.lease_until > now:
+            return None
+        state.lease_owner, state.lease_until = owner, now + timedelta(seconds=seconds)
+        try:
+            uow.commit()
+        except IntegrityError:  # another process created the row at the same moment; it wins this round
+            return None
+        return state
+
+
+def release_lease(uow: UnitOfWork, mailbox: str, owner: str) -> None:
+    with uow:
+        state = uow.session.get(MailboxState, mailbox, with_for_update=True)
+        if state is not None and state.lease_owner == owner:
+            state.lease_owner, state.lease_until = "", None
+            uow.commit()
+
+
+def record_progress(
+    uow: UnitOfWork, mailbox: str, owner: str, *, uidvalidity: int, high_water_uid: int | None,
+    error: str = "", success: bool = True,
+) -> None:
+    """Move the high-water mark (only forward within one UIDVALIDITY) and note the poll's outcome."""
+    now = utcnow()
+    with uow:
+        state = uow.session.get(MailboxState, mailbox, with_for_update=True)
+        if state is None or state.lease_owner != owner:
+            return  # our lease was taken over; the new holder keeps its own progress
+        if state.uidvalidity != uidvalidity:
+            state.uidvalidity, state.high_water_uid = uidvalidity, 0
+        if high_water_uid is not None and high_water_uid > state.high_water_uid:
+            state.high_water_uid = high_water_uid
+        state.last_poll_at = now
+        if success:
+            state.last_success_at, state.last_error = now, ""
+        else:
+            state.last_error = error[:2000]
+        state.lease_until = now + timedelta(seconds=LEASE_SECONDS)
+        uow.commit()

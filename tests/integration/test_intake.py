@@ -1,0 +1,271 @@
+"""Intake against the real Dovecot: every mail stored exactly once, parsed or quarantined, and only then marked."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, select, text
+from support.dovecot import ImapUser
+
+from ingest.sources.base import SourceError
+from kcc.config import StorageConfig
+from kcc.queue import list_mails, show_mail
+from kcc.service import make_poller, poll_once, process_owner
+from kcc.wiring import App, build_app
+from store.blobs import get_blob
+from store.mail import InboundMail, MailboxState
+
+KEYWORD = "$KccOpgeslagen"
+
+
+def mail(subject: str, body: str = "Goedemorgen, ik heb een vraag.", **headers: str) -> bytes:
+    lines = [f"{name.replace('_', '-')}: {value}" for name, value in headers.items()]
+    lines = ["From: Karel van der Wittewiek <karel@example.nl>", "To: info@gemeente.nl", f"Subject: {subject}",
+             "Date: Mon, 23 Nov 2026 09:00:00 +0100", *lines, "Content-Type: text/plain; charset=utf-8", ""]
+    return ("\r\n".join(lines) + "\r\n" + body + "\r\n").encode()
+
+
+@pytest.fixture
+def intake(engine: Engine, database_url: str, tmp_path: Path, imap_user: ImapUser) -> Iterator[App]:
+    """An app whose one mailbox is this test's own fresh IMAP user (the mailbox name is the user's name)."""
+    from conftest import make_config
+
+    config = make_config(
+        database_url, tmp_path, mailboxes=(imap_user.mailbox_config(name=imap_user.name),),
+        storage=StorageConfig(max_mail_bytes=25 * 1024 * 1024),
+    )
+    yield build_app(config, engine=engine)
+
+
+def stored(app: App) -> list[InboundMail]:
+    with app.uow() as uow:
+        mailbox = app.config.mailboxes[0].name
+        query = select(InboundMail).where(InboundMail.mailbox == mailbox).order_by(InboundMail.id)
+        return list(uow.session.scalars(query))
+
+
+def server_mails(user: ImapUser, folder: str = "INBOX") -> dict[int, tuple[str, set[str]]]:
+    """UID → (sha256 of the bytes as the server gives them, flags), read without setting \\Seen."""
+    client = user.client()
+    try:
+        client.select_folder(folder, readonly=True)
+        uids = client.search(["ALL"])
+        result = {}
+        for start in range(0, len(uids), 100):
+            for uid, data in client.fetch(uids[start:start + 100], ["BODY.PEEK[]", "FLAGS"]).items():
+                flags = {f.decode() for f in data[b"FLAGS"]}
+                result[uid] = (hashlib.sha256(data[b"BODY[]"]).hexdigest(), flags)
+        return result
+    finally:
+        client.logout()
+
+
+def poll(app: App) -> str:
+    summary, unreachable = poll_once(app, app.config.mailboxes)
+    assert unreachable == []
+    return summary.line()
+
+
+def test_a_mail_is_stored_parsed_queued_and_then_marked_processed(intake: App, imap_user: ImapUser) -> None:
+    imap_user.append(mail("Vraag over de afvalkalender", Message_ID="<vraag-1@example.nl>"))
+    assert poll(intake) == "fetched=1 stored=1 quarantined=0 duplicates=0"
+
+    (row,) = stored(intake)
+    assert (row.state, row.message_id) == ("te_beoordelen", "<vraag-1@example.nl>")
+    assert row.from_address == "karel@example.nl"
+    assert row.subject == "Vraag over de afvalkalender"
+    assert "ik heb een vraag" in row.text_body
+    ((sha, flags),) = server_mails(imap_user).values()
+    assert KEYWORD in flags and "\\Seen" not in flags  # the employee still sees it as unread
+    with intake.uow() as uow:
+        assert hashlib.sha256(get_blob(uow.session, row.raw_sha256)).hexdigest() == sha == row.raw_sha256
+
+    queued = list_mails(intake.uow(), mailbox=imap_user.name)
+    assert [(m["messageId"], m["state"], m["attachments"]) for m in queued] == [
+        ("<vraag-1@example.nl>", "te_beoordelen", 0)
+    ]
+    assert poll(intake) == "fetched=0 stored=0 quarantined=0 duplicates=0"
+
+
+def test_the_whole_corpus_is_stored_exactly_once(intake: App, imap_user: ImapUser, corpus: Path) -> None:
+    files = sorted(p for p in corpus.rglob("*") if p.is_file() and "_meta" not in p.parts and p.name != "README.md")
+    refused = 0
+    client = imap_user.client()
+    for path in files:
+        try:
+            client.append("INBOX", path.read_bytes())
+        except Exception:  # the server may refuse a mail; then it never was in the mailbox
+            refused += 1
+    client.logout()
+    assert refused < len(files) // 20
+
+    poll(intake)
+    on_server = server_mails(imap_user)
+    rows = stored(intake)
+    assert len(on_server) == len(files) - refused
+    assert sorted(r.raw_sha256 for r in rows) == sorted({sha for sha, _ in on_server.values()})
+    assert all(KEYWORD in flags and "\\Seen" not in flags for _, flags in on_server.values())
+    assert {r.state for r in rows} <= {"te_beoordelen", "quarantaine"}
+    assert sum(r.state == "te_beoordelen" for r in rows) > 0.9 * len(rows)
+
+    assert poll(intake) == "fetched=0 stored=0 quarantined=0 duplicates=0"
+    assert len(stored(intake)) == len(rows)
+
+
+def test_mails_without_or_with_shared_message_ids_are_all_kept(intake: App, imap_user: ImapUser) -> None:
+    imap_user.append(mail("Geen Message-ID"))
+    imap_user.append(mail("Eerste", Message_ID="<zelfde@example.nl>"))
+    imap_user.append(mail("Tweede", Message_ID="<zelfde@example.nl>"))
+    assert poll(intake) == "fetched=3 stored=3 quarantined=0 duplicates=0"
+    rows = stored(intake)
+    assert [r.message_id for r in rows[1:]] == ["<zelfde@example.nl>"] * 2
+    assert rows[0].message_id_synthetic and rows[0].message_id.startswith("<")
+
+
+def test_the_same_bytes_twice_are_stored_once_and_both_marked(intake: App, imap_user: ImapUser) -> None:
+    raw = mail("Twee keer verstuurd", Message_ID="<dubbel@example.nl>")
+    imap_user.append(raw)
+    imap_user.append(raw)
+    assert poll(intake) == "fetched=2 stored=1 quarantined=0 duplicates=1"
+    assert len(stored(intake)) == 1
+    assert all(KEYWORD in flags for _, flags in server_mails(imap_user).values())
+
+
+def test_hostile_mails_end_stored(intake: App, imap_user: ImapUser) -> None:
+    nul = mail("Met NUL", body="tekst\x00met nul")
+    passwd = (
+        b"From: a@example.nl\r\nSubject: bijlage\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nzie bijlage\r\n"
+        b"--b\r\nContent-Type: application/octet-stream\r\n"
+        b"Content-Disposition: attachment; filename=\"../../etc/passwd\"\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\ncm9vdDp4OjA6MA==\r\n--b--\r\n"
+    )
+    eight_bit = "From: José <jose@example.nl>\r\nSubject: Aanvraag rijbewijs — spoed ë\r\n\r\nTekst\r\n".encode()
+    nested = b"From: a@example.nl\r\nSubject: diep\r\nMIME-Version: 1.0\r\n"
+    nested += b"".join(b"Content-Type: multipart/mixed; boundary=b%d\r\n\r\n--b%d\r\n" % (i, i) for i in range(200))
+    nested += b"Content-Type: text/plain\r\n\r\nbodem\r\n"
+    for raw in (nul, passwd, eight_bit, nested):
+        imap_user.append(raw)
+    summary = poll(intake)
+    assert summary.startswith("fetched=4 ")
+    rows = stored(intake)
+    assert len(rows) == 4
+    by_subject = {r.subject: r for r in rows}
+    assert "\x00" not in by_subject["Met NUL"].text_body
+    attachment_names = [a["bestandsnaam"] for a in show_mail(intake.uow(), by_subject["bijlage"].id)["attachmentList"]]
+    assert attachment_names and all("/" not in n and ".." not in n for n in attachment_names)
+    assert by_subject["Aanvraag rijbewijs — spoed ë"].from_name == "José"
+    deep = next(r for r in rows if r.subject == "diep")
+    assert deep.state == "quarantaine" and deep.reason == "limits"
+    assert "depth" in deep.error or "nest" in deep.error
+
+
+def test_a_mail_over_the_size_limit_is_stored_and_quarantined(intake: App, imap_user: ImapUser) -> None:
+    big = mail("Grote bijlage", body="A" * 76 + "\r\n") + (b"B" * 76 + b"\r\n") * (30 * 1024 * 1024 // 78)
+    imap_user.append(big)
+    assert poll(intake) == "fetched=1 stored=0 quarantined=1 duplicates=0"
+    (row,) = stored(intake)
+    assert (row.state, row.reason, row.size) == ("quarantaine", "too_large", len(big))
+    assert row.subject == "Grote bijlage"  # the reviewer still sees what it is about
+    assert "max_mail_bytes" in row.error
+
+
+def test_a_uidvalidity_change_imports_nothing_twice(
+    engine: Engine, database_url: str, tmp_path: Path, imap_user: ImapUser
+) -> None:
+    from conftest import make_config
+
+    mailbox = imap_user.mailbox_config(name=imap_user.name, folder="Aanvragen")
+    app = build_app(make_config(database_url, tmp_path, mailboxes=(mailbox,)), engine=engine)
+    first, second = mail("Een", Message_ID="<een@x>"), mail("Twee", Message_ID="<twee@x>")
+    client = imap_user.client()
+    client.create_folder("Aanvragen")
+    imap_user.append(first, folder="Aanvragen")
+    poll(app)
+    client.delete_folder("Aanvragen")  # recreated, it gets a new UIDVALIDITY
+    client.create_folder("Aanvragen")
+    imap_user.append(first, folder="Aanvragen")
+    imap_user.append(second, folder="Aanvragen")
+    assert poll(app) == "fetched=2 stored=1 quarantined=0 duplicates=1"
+    assert [r.subject for r in stored(app)] == ["Een", "Twee"]
+    new_uidvalidity = client.select_folder("Aanvragen", readonly=True)[b"UIDVALIDITY"]
+    client.logout()
+    with app.uow() as uow:
+        state = uow.session.get(MailboxState, imap_user.name)
+        assert state is not None and state.uidvalidity == new_uidvalidity
+    assert all(KEYWORD in flags for _, flags in server_mails(imap_user, "Aanvragen").values())
+
+
+def test_a_connection_dropped_mid_fetch_loses_nothing(intake: App, imap_user: ImapUser) -> None:
+    for i in range(30):
+        imap_user.append(mail(f"Mail {i}", body="x" * 200_000))
+    poller = make_poller(intake, intake.config.mailboxes[0], process_owner())
+    source = intake.config.mailboxes[0]
+    killed = False
+
+    original_fetch = poller._source.fetch
+
+    def fetch_and_cut(refs):  # type: ignore[no-untyped-def]
+        nonlocal killed
+        for i, item in enumerate(original_fetch(refs)):
+            if i == 5 and not killed:
+                killed = imap_user.server.kill_sessions(imap_user.name) > 0
+            yield item
+
+    poller._source.fetch = fetch_and_cut  # type: ignore[method-assign]
+    with pytest.raises(SourceError):
+        poller.run_once()
+    assert killed
+    poller.close()
+    assert source.name == imap_user.name
+    poll(intake)
+    rows = stored(intake)
+    assert sorted(r.subject for r in rows) == sorted(f"Mail {i}" for i in range(30))
+    assert all(KEYWORD in flags for _, flags in server_mails(imap_user).values())
+
+
+def test_a_database_refusing_a_write_marks_nothing_it_did_not_commit(intake: App, imap_user: ImapUser) -> None:
+    for subject in ("Voor", "Weiger mij", "Na"):
+        imap_user.append(mail(subject))
+    refuse_subject(intake.engine, "Weiger mij")
+    try:
+        with pytest.raises(Exception, match="geweigerd"):
+            poll_once(intake, intake.config.mailboxes)
+    finally:
+        allow_all(intake.engine)
+    marked = {sha for sha, flags in server_mails(imap_user).values() if KEYWORD in flags}
+    assert [r.subject for r in stored(intake)] == ["Voor"]
+    assert marked == {stored(intake)[0].raw_sha256}
+    poll(intake)
+    assert [r.subject for r in stored(intake)] == ["Voor", "Weiger mij", "Na"]
+
+
+def refuse_subject(engine: Engine, subject: str) -> None:
+    """A real refusal by the database itself: a trigger that rejects one mail."""
+    with engine.begin() as connection:
+        if engine.dialect.name == "sqlite":
+            connection.execute(text(
+                "CREATE TRIGGER weiger BEFORE INSERT ON inbound_mail "
+                f"WHEN NEW.subject = '{subject}' BEGIN SELECT RAISE(ABORT, 'geweigerd'); END"
+            ))
+        else:
+            connection.execute(text(
+                "CREATE FUNCTION weiger() RETURNS trigger AS $$ BEGIN "
+                f"IF NEW.subject = '{subject}' THEN RAISE EXCEPTION 'geweigerd'; END IF; RETURN NEW; END $$ "
+                "LANGUAGE plpgsql"
+            ))
+            connection.execute(text(
+                "CREATE TRIGGER weiger BEFORE INSERT ON inbound_mail FOR EACH ROW EXECUTE FUNCTION weiger()"
+            ))
+
+
+def allow_all(engine: Engine) -> None:
+    with engine.begin() as connection:
+        if engine.dialect.name == "sqlite":
+            connection.execute(text("DROP TRIGGER weiger"))
+        else:
+            connection.execute(text("DROP TRIGGER weiger ON inbound_mail"))
+            connection.execute(text("DROP FUNCTION weiger()"))
