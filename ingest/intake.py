@@ -24,7 +24,7 @@ from ingest.parse import MailLimitExceeded, ParsedMail, ParseError, parse_mail
 from ingest.sources.base import FetchedMail
 from store.blobs import put_blob, sha256_hex
 from store.mail import InboundAttachment, InboundMail, MailboxState
-from store.types import utcnow
+from store.types import strip_nul, utcnow
 from store.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -192,11 +192,16 @@ def fill_headers_only(mail: InboundMail, raw: bytes) -> None:
     """For a quarantined mail, show the reviewer at least who sent it and what about, if the headers allow."""
     try:
         headers = BytesHeaderParser(policy=compat32).parsebytes(raw[:256 * 1024])
-        name, address = parseaddr(str(headers.get("From", "")))
+
+        def header(name: str) -> str:
+            return strip_nul(str(headers.get(name, "")))
+
+        name, address = parseaddr(header("From"))
         mail.from_name, mail.from_address = name[:200], address[:320]
-        mail.subject = str(headers.get("Subject", ""))[:1000]
-        mail.message_id = str(headers.get("Message-ID", "")).strip()[:998]
-        mail.to_addresses = [a for _, a in getaddresses([str(v) for v in headers.get_all("To", [])])][:50]
+        mail.subject = header("Subject")[:1000]
+        mail.message_id = header("Message-ID").strip()[:998]
+        to = getaddresses([strip_nul(str(v)) for v in headers.get_all("To", [])])
+        mail.to_addresses = [a for _, a in to][:50]
     except Exception as exc:  # headers of a mail we could not parse may be anything
         log.debug("headers of quarantined mail unreadable: %s", type(exc).__name__)
 

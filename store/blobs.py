@@ -5,10 +5,11 @@ from __future__ import annotations
 import hashlib
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from store.mail import Blob
+from store.types import utcnow
+from store.upsert import insert_if_absent
 
 
 def sha256_hex(data: bytes) -> str:
@@ -18,10 +19,7 @@ def sha256_hex(data: bytes) -> str:
 def put_blob(session: Session, data: bytes, digest: str | None = None) -> str:
     """Store `data` unless a blob with its sha256 exists; safe when two processes store the same bytes at once."""
     digest = digest or sha256_hex(data)
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(Blob).values(sha256=digest, size=len(data), data=data).on_conflict_do_nothing()
-    session.execute(statement)
+    insert_if_absent(session, Blob, {"sha256": digest, "size": len(data), "data": data, "created_at": utcnow()})
     return digest
 
 

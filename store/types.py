@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import DateTime, Dialect, String, Text
 from sqlalchemy.types import TypeDecorator
 
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
 
 def strip_nul(value: str) -> str:
-    """PostgreSQL text cannot hold NUL; mail from the internet can. Replace it visibly instead of failing."""
-    return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    """PostgreSQL text holds neither NUL nor lone surrogates (from undecodable 8-bit headers); mail can carry both.
+
+    Replace them visibly instead of failing the whole transaction.
+    """
+    return _UNSTORABLE.sub("\ufffd", value) if _UNSTORABLE.search(value) else value
 
 
 class UTCDateTime(TypeDecorator[datetime]):

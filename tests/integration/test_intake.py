@@ -7,7 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, select
+from support.dbfaults import MESSAGE, refuse_inserts
 from support.dovecot import ImapUser
 
 from ingest.sources.base import SourceError
@@ -230,42 +231,12 @@ def test_a_connection_dropped_mid_fetch_loses_nothing(intake: App, imap_user: Im
 def test_a_database_refusing_a_write_marks_nothing_it_did_not_commit(intake: App, imap_user: ImapUser) -> None:
     for subject in ("Voor", "Weiger mij", "Na"):
         imap_user.append(mail(subject))
-    refuse_subject(intake.engine, "Weiger mij")
-    try:
-        with pytest.raises(Exception, match="geweigerd"):
-            poll_once(intake, intake.config.mailboxes)
-    finally:
-        allow_all(intake.engine)
+    with refuse_inserts(intake.engine, "inbound_mail", "NEW.subject = 'Weiger mij'"), pytest.raises(
+        Exception, match=MESSAGE
+    ):
+        poll_once(intake, intake.config.mailboxes)
     marked = {sha for sha, flags in server_mails(imap_user).values() if KEYWORD in flags}
     assert [r.subject for r in stored(intake)] == ["Voor"]
     assert marked == {stored(intake)[0].raw_sha256}
     poll(intake)
     assert [r.subject for r in stored(intake)] == ["Voor", "Weiger mij", "Na"]
-
-
-def refuse_subject(engine: Engine, subject: str) -> None:
-    """A real refusal by the database itself: a trigger that rejects one mail."""
-    with engine.begin() as connection:
-        if engine.dialect.name == "sqlite":
-            connection.execute(text(
-                "CREATE TRIGGER weiger BEFORE INSERT ON inbound_mail "
-                f"WHEN NEW.subject = '{subject}' BEGIN SELECT RAISE(ABORT, 'geweigerd'); END"
-            ))
-        else:
-            connection.execute(text(
-                "CREATE FUNCTION weiger() RETURNS trigger AS $$ BEGIN "
-                f"IF NEW.subject = '{subject}' THEN RAISE EXCEPTION 'geweigerd'; END IF; RETURN NEW; END $$ "
-                "LANGUAGE plpgsql"
-            ))
-            connection.execute(text(
-                "CREATE TRIGGER weiger BEFORE INSERT ON inbound_mail FOR EACH ROW EXECUTE FUNCTION weiger()"
-            ))
-
-
-def allow_all(engine: Engine) -> None:
-    with engine.begin() as connection:
-        if engine.dialect.name == "sqlite":
-            connection.execute(text("DROP TRIGGER weiger"))
-        else:
-            connection.execute(text("DROP TRIGGER weiger ON inbound_mail"))
-            connection.execute(text("DROP FUNCTION weiger()"))

@@ -372,6 +372,9 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_interne_taak_actor_actor_id'), ['actor_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_interne_taak_actor_interne_taak_id'), ['interne_taak_id'], unique=False)
 
+    # The counter behind Klantcontact.referentienummer starts at zero.
+    teller = sa.table("referentieteller", sa.column("naam", sa.String), sa.column("waarde", sa.BigInteger))
+    op.bulk_insert(teller, [{"naam": "klantcontact", "waarde": 0}])
     # ### end Alembic commands ###
 
 

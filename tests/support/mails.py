@@ -1,0 +1,47 @@
+"""Test mails and a direct way to put one in the review queue (through the real intake use case)."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime
+
+from ingest.intake import ClassifyOptions, analyse, store_mail
+from ingest.sources.base import FetchedMail, MailRef
+from kcc.wiring import App
+
+RECEIVED = datetime(2026, 11, 23, 8, 15, tzinfo=UTC)
+_uids = itertools.count(1)
+
+
+def customer_mail(
+    subject: str = "Vraag over de afvalkalender", body: str = "Goedemorgen,\r\n\r\nWanneer wordt het papier opgehaald?",
+    *, sender: str = "Karel van der Wittewiek <karel@example.nl>", extra_headers: str = "",
+    message_id: str | None = None,
+) -> bytes:
+    mid = message_id or f"<vraag-{next(_uids)}@example.nl>"
+    return (
+        f"From: {sender}\r\nTo: info@gemeente.nl\r\nSubject: {subject}\r\nMessage-ID: {mid}\r\n"
+        f"Date: Mon, 23 Nov 2026 09:15:00 +0100\r\n{extra_headers}"
+        f"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n"
+    ).encode()
+
+
+def with_attachment(text: str = "Zie de foto.", filename: str = "container.jpg") -> bytes:
+    return (
+        "From: Karel van der Wittewiek <karel@example.nl>\r\nReply-To: karel.prive@example.nl\r\n"
+        f"To: info@gemeente.nl\r\nSubject: Kapotte container\r\nMessage-ID: <foto-{next(_uids)}@example.nl>\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=grens\r\n\r\n"
+        f"--grens\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{text}\r\n"
+        f"--grens\r\nContent-Type: image/jpeg\r\nContent-Disposition: attachment; filename=\"{filename}\"\r\n"
+        "Content-Transfer-Encoding: base64\r\n\r\n/9j/4AAQSkZJRgABAQ==\r\n--grens--\r\n"
+    ).encode()
+
+
+def queue_mail(app: App, raw: bytes, *, mailbox: str = "info", received_at: datetime = RECEIVED) -> int:
+    """Store `raw` exactly as intake does after a fetch; returns the InboundMail id."""
+    uid = next(_uids)
+    fetched = FetchedMail(ref=MailRef(uid=uid, key=str(uid), size=len(raw)), raw=raw, internaldate=received_at)
+    analysis = analyse(raw, received_at, max_mail_bytes=app.config.storage.max_mail_bytes, options=ClassifyOptions())
+    mail = store_mail(app.uow(), mailbox, fetched, 1, analysis)
+    assert mail is not None, "the test mail was stored before"
+    return mail.id
