@@ -85,13 +85,37 @@ class SmtpConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RepliesConfig:
+    templates_dir: str = ""
+    quote_original: bool = True
+    message_id_domain: str = ""
+    deliver_until_hours: float = 72.0
+    lease_seconds: float = 300.0
+    relay_interval: float = 10.0
+    sent_folder: str = ""
+    sent_mailbox: str = ""
+
+    def templates_path(self) -> Path:
+        """The configured folder, else the templates that ship with kcc-mail (templates/replies)."""
+        if self.templates_dir:
+            return Path(self.templates_dir)
+        return Path(__file__).resolve().parents[1] / "templates" / "replies"
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     organisatie: OrganisatieConfig = field(default_factory=OrganisatieConfig)
     mailboxes: tuple[MailboxConfig, ...] = (MailboxConfig(),)
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
+    replies: RepliesConfig = field(default_factory=RepliesConfig)
     source: str = "built-in defaults"
+
+    @property
+    def message_id_domain(self) -> str:
+        """The domain of our own Message-IDs: configured, else the sender address's domain."""
+        return self.replies.message_id_domain or self.smtp.from_address.rpartition("@")[2] or "kcc-mail.invalid"
 
     def mailbox(self, name: str) -> MailboxConfig:
         for mailbox in self.mailboxes:
@@ -106,6 +130,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "storage": StorageConfig,
     "organisatie": OrganisatieConfig,
     "smtp": SmtpConfig,
+    "replies": RepliesConfig,
 }
 _INLINE_SECRETS = {"password": "password", "secret": "password", "token": "token", "access_token": "token"}
 
