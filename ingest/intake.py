@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import logging
 import traceback
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 from email.utils import getaddresses, parseaddr
+from typing import Any, cast
 
-from sqlalchemy import or_, select
+from sqlalchemy import Table, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -26,9 +28,11 @@ from store.blobs import put_blob, sha256_hex
 from store.mail import InboundAttachment, InboundMail, MailboxState
 from store.types import strip_nul, utcnow
 from store.uow import UnitOfWork
+from store.upsert import insert_ignoring_duplicates
 
 log = logging.getLogger(__name__)
 
+ATTACHMENT_TABLE = cast(Table, InboundAttachment.__table__)
 LEASE_SECONDS = 180  # renewed at every poll (at least each poll_interval); a killed process's lease expires
 
 
@@ -112,84 +116,110 @@ def analyse(
 
 
 def is_stored(uow: UnitOfWork, mailbox: str, sha256: str, uidvalidity: int | None, uid: int | None) -> bool:
-    """Did an earlier poll (or another process) already store this mail?"""
-    with uow:
-        return _already_stored(uow.session, mailbox, sha256, uidvalidity, uid)
-
-
-def _already_stored(session: Session, mailbox: str, sha256: str, uidvalidity: int | None, uid: int | None) -> bool:
+    """Did an earlier poll, import or another process already store this mail?"""
     condition = InboundMail.raw_sha256 == sha256
     if uid is not None:
         condition = or_(condition, (InboundMail.uidvalidity == uidvalidity) & (InboundMail.uid == uid))
-    found = session.scalar(select(InboundMail.id).where(InboundMail.mailbox == mailbox, condition).limit(1))
-    return found is not None
+    with uow:
+        query = select(InboundMail.id).where(InboundMail.mailbox == mailbox, condition).limit(1)
+        return uow.session.scalar(query) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMail:
+    """The row intake just stored."""
+
+    id: int
+    state: str
+    reason: str | None
 
 
 def store_mail(
     uow: UnitOfWork, mailbox: str, fetched: FetchedMail, uidvalidity: int | None, analysis: Analysis
-) -> InboundMail | None:
-    """Store the raw bytes, attachments and the InboundMail row in one transaction; None when already stored."""
-    received_at = fetched.internaldate or utcnow()
+) -> StoredMail | None:
+    """Store the raw bytes, attachments and the InboundMail row in one transaction; None when already stored.
+
+    Plain INSERTs rather than ORM objects: this runs once per mail at intake speed.
+    """
+    uid = fetched.ref.uid
+    values: dict[str, Any] = {
+        "uuid": uuid.uuid4(), "mailbox": mailbox, "uidvalidity": uidvalidity if uid is not None else None,
+        "uid": uid, "source_key": fetched.ref.key[:255], "raw_sha256": analysis.sha256,
+        "size": len(fetched.raw), "received_at": fetched.internaldate or utcnow(), "stored_at": utcnow(),
+        "state": "te_beoordelen", "reason": None, "error": "",
+    }
+    if analysis.parsed is not None and analysis.classification is not None:
+        values |= parsed_fields(analysis.parsed, analysis.classification)
+    else:
+        quarantine = {"state": "quarantaine", "reason": analysis.reason, "error": analysis.error}
+        values |= header_fields(fetched.raw) | quarantine
     with uow:
         session = uow.session
         put_blob(session, fetched.raw, analysis.sha256)
-        mail = InboundMail(
-            mailbox=mailbox, uidvalidity=uidvalidity if fetched.ref.uid is not None else None,
-            uid=fetched.ref.uid, source_key=fetched.ref.key[:255], raw_sha256=analysis.sha256,
-            size=len(fetched.raw), received_at=received_at,
-        )
-        if analysis.parsed is not None and analysis.classification is not None:
-            fill_parsed_fields(mail, analysis.parsed, analysis.classification)
-            for position, attachment in enumerate(analysis.parsed.attachments):
-                put_blob(session, attachment.data, attachment.sha256)
-                mail.attachments.append(
-                    InboundAttachment(
-                        position=position, bestandsnaam=attachment.filename[:255],
-                        formaat=attachment.content_type[:255], size=len(attachment.data),
-                        blob_sha256=attachment.sha256, inline=attachment.inline,
-                        content_id=attachment.content_id or "",
-                    )
-                )
-        else:
-            fill_headers_only(mail, fetched.raw)
-            mail.state, mail.reason, mail.error = "quarantaine", analysis.reason, analysis.error
-        session.add(mail)
-        try:
-            uow.commit()
-        except IntegrityError:
-            uow.rollback()
-            if not _already_stored(session, mailbox, analysis.sha256, uidvalidity, fetched.ref.uid):
-                raise  # not a duplicate: the database refused the write, so the mail must not be marked processed
-            return None
-        return mail
+        # The unique keys (mailbox, uidvalidity, uid) and (mailbox, sha256) decide what is a duplicate, also
+        # against another process storing the same mail right now; any other refusal is raised.
+        statement = insert_ignoring_duplicates(session, InboundMail).returning(InboundMail.id)
+        mail_id = session.execute(statement, values).scalar_one_or_none()
+        if mail_id is None:
+            return None  # leaving the unit of work rolls back the blob too
+        if analysis.parsed is not None and analysis.parsed.attachments:
+            session.execute(insert(ATTACHMENT_TABLE), attachment_rows(session, mail_id, analysis.parsed))
+        uow.commit()
+    return StoredMail(mail_id, values["state"], values["reason"])
+
+
+def attachment_rows(session: Session, mail_id: int, parsed: ParsedMail) -> list[dict[str, Any]]:
+    """Store each attachment's bytes once and describe it for the inbound_attachment table."""
+    rows = []
+    for position, attachment in enumerate(parsed.attachments):
+        put_blob(session, attachment.data, attachment.sha256)
+        rows.append({
+            "inbound_mail_id": mail_id, "position": position, "bestandsnaam": attachment.filename[:255],
+            "formaat": attachment.content_type[:255], "size": len(attachment.data),
+            "blob_sha256": attachment.sha256, "inline": attachment.inline, "content_id": attachment.content_id or "",
+        })
+    return rows
+
+
+def parsed_fields(parsed: ParsedMail, classification: Classification) -> dict[str, Any]:
+    """The InboundMail columns derived from the parser and classifier (refreshed again by reprocessing)."""
+    return {
+        "message_id": parsed.message_id[:998],
+        "message_id_synthetic": parsed.message_id_synthetic,
+        "from_name": parsed.from_name,
+        "from_address": parsed.from_address,
+        "to_addresses": list(parsed.to),
+        "cc_addresses": list(parsed.cc),
+        "reply_to": list(parsed.reply_to),
+        "subject": parsed.subject,
+        "sent_at": parsed.date if parsed.date_from_header else None,
+        "in_reply_to": parsed.in_reply_to or "",
+        "references": list(parsed.references),
+        "text_body": parsed.text,
+        "html_body": parsed.html,
+        "flags": list(classification.flags),
+        "classification": {
+            "reasons": list(classification.reasons),
+            "bounceOriginalMessageId": classification.bounce_original_message_id,
+            "bounceRecipient": classification.bounce_recipient,
+        },
+        "defects": list(parsed.defects),
+    }
 
 
 def fill_parsed_fields(mail: InboundMail, parsed: ParsedMail, classification: Classification) -> None:
-    """Copy what the parser found; also used by reprocessing to refresh the derived fields."""
-    mail.message_id = parsed.message_id[:998]
-    mail.message_id_synthetic = parsed.message_id_synthetic
-    mail.from_name = parsed.from_name
-    mail.from_address = parsed.from_address
-    mail.to_addresses = list(parsed.to)
-    mail.cc_addresses = list(parsed.cc)
-    mail.reply_to = list(parsed.reply_to)
-    mail.subject = parsed.subject
-    mail.sent_at = parsed.date if parsed.date_from_header else None
-    mail.in_reply_to = parsed.in_reply_to or ""
-    mail.references = list(parsed.references)
-    mail.text_body = parsed.text
-    mail.html_body = parsed.html
-    mail.flags = list(classification.flags)
-    mail.classification = {
-        "reasons": list(classification.reasons),
-        "bounceOriginalMessageId": classification.bounce_original_message_id,
-        "bounceRecipient": classification.bounce_recipient,
-    }
-    mail.defects = list(parsed.defects)
+    """Refresh an existing row's derived fields, e.g. when reprocessing."""
+    for name, value in parsed_fields(parsed, classification).items():
+        setattr(mail, name, value)
 
 
-def fill_headers_only(mail: InboundMail, raw: bytes) -> None:
+def header_fields(raw: bytes) -> dict[str, Any]:
     """For a quarantined mail, show the reviewer at least who sent it and what about, if the headers allow."""
+    fields: dict[str, Any] = {
+        "message_id": "", "message_id_synthetic": False, "from_name": "", "from_address": "", "to_addresses": [],
+        "cc_addresses": [], "reply_to": [], "subject": "", "sent_at": None, "in_reply_to": "", "references": [],
+        "text_body": "", "html_body": None, "flags": [], "classification": {}, "defects": [],
+    }
     try:
         headers = BytesHeaderParser(policy=compat32).parsebytes(raw[:256 * 1024])
 
@@ -197,13 +227,26 @@ def fill_headers_only(mail: InboundMail, raw: bytes) -> None:
             return strip_nul(str(headers.get(name, "")))
 
         name, address = parseaddr(header("From"))
-        mail.from_name, mail.from_address = name[:200], address[:320]
-        mail.subject = header("Subject")[:1000]
-        mail.message_id = header("Message-ID").strip()[:998]
         to = getaddresses([strip_nul(str(v)) for v in headers.get_all("To", [])])
-        mail.to_addresses = [a for _, a in to][:50]
+        fields |= {
+            "from_name": name[:200], "from_address": address[:320], "subject": header("Subject")[:1000],
+            "message_id": header("Message-ID").strip()[:998], "to_addresses": [a for _, a in to][:50],
+        }
     except Exception as exc:  # headers of a mail we could not parse may be anything
         log.debug("headers of quarantined mail unreadable: %s", type(exc).__name__)
+    return fields
+
+
+def fill_headers_only(mail: InboundMail, raw: bytes) -> None:
+    """Refresh an existing quarantined row's display fields from its raw headers."""
+    for name, value in header_fields(raw).items():
+        setattr(mail, name, value)
+
+
+def stored_digests(uow: UnitOfWork, mailbox: str) -> set[str]:
+    """Every raw sha256 stored for `mailbox`: a re-scan after a UIDVALIDITY change skips these without parsing."""
+    with uow:
+        return set(uow.session.scalars(select(InboundMail.raw_sha256).where(InboundMail.mailbox == mailbox)))
 
 
 def acquire_lease(uow: UnitOfWork, mailbox: str, owner: str, seconds: int = LEASE_SECONDS) -> MailboxState | None:

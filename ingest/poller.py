@@ -19,10 +19,10 @@ from ingest.intake import (
     acquire_lease,
     analyse,
     default_parser,
-    is_stored,
     record_progress,
     release_lease,
     store_mail,
+    stored_digests,
 )
 from ingest.sources.base import FetchedMail, MailCommandError, MailRef, MailSource, SourceError
 from store.blobs import sha256_hex
@@ -57,6 +57,7 @@ class Poller:
         self._owner = owner
         self._parser = parser
         self._stop = stop or threading.Event()
+        self._known: set[str] | None = None  # during a re-scan: the sha256 of every mail already stored
 
     @property
     def mailbox(self) -> str:
@@ -76,6 +77,7 @@ class Poller:
                 self.mailbox, state.uidvalidity, status.uidvalidity,
             )
         above = 0 if rescan or state.uidvalidity is None else state.high_water_uid
+        self._known = stored_digests(self._uow(), self.mailbox) if rescan else None
         summary = IntakeSummary()
         try:
             refs = self._source.list_new(above)
@@ -125,7 +127,7 @@ class Poller:
 
     def _store(self, fetched: FetchedMail, uidvalidity: int, summary: IntakeSummary) -> None:
         digest = sha256_hex(fetched.raw)
-        if is_stored(self._uow(), self.mailbox, digest, uidvalidity, fetched.ref.uid):
+        if self._known is not None and digest in self._known:
             summary.duplicates += 1
             return
         analysis = analyse(

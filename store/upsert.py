@@ -6,9 +6,17 @@ from typing import Any
 
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.dml import Insert
+
+
+def insert_ignoring_duplicates(session: Session, model: type[Any]) -> Insert:
+    """INSERT … ON CONFLICT DO NOTHING into `model`'s table, on PostgreSQL and SQLite alike.
+
+    A plain table insert, not the ORM's bulk path: it runs once per stored mail and attachment.
+    """
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    return insert(model.__table__).on_conflict_do_nothing()
 
 
 def insert_if_absent(session: Session, model: type[Any], values: dict[str, Any]) -> None:
-    """INSERT … ON CONFLICT DO NOTHING, on PostgreSQL and SQLite alike."""
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    session.execute(insert(model).values(**values).on_conflict_do_nothing())
+    session.execute(insert_ignoring_duplicates(session, model), values)

@@ -30,6 +30,7 @@ BATCH_BYTES = 20 * 1024 * 1024
 COMMAND_CHUNK = 500
 """UIDs per SIZE/STORE/MOVE command: keeps command lines short on servers that limit their length."""
 IDLE_MAX_SECONDS = 25 * 60
+IDLE_SETTLE_SECONDS = 0.7  # Dovecot announces new mail 0.5 s after it arrives
 """RFC 2177: servers may drop an IDLE after 30 minutes, so one IDLE never lasts longer than this."""
 
 _CONNECTION_LOST = (OSError, imaplib.IMAP4.abort)
@@ -146,8 +147,8 @@ class ImapSource:
         """IDLE until the server reports new mail or `timeout` (at most 25 minutes) passes; poll without IDLE.
 
         Mail that arrived since `list_new` is found by a UID SEARCH first, because the server announced it in
-        an earlier response and IDLE will not repeat that. A mail landing in the instant between that search and
-        the IDLE command may only be seen after `timeout`: keep the caller's timeout (poll_interval) modest.
+        an earlier response and IDLE will not repeat that; a second SEARCH after a short first IDLE catches mail
+        that landed between the first SEARCH and the IDLE command.
         """
         if not self._call("CAPABILITY", lambda c: bool(c.has_capability("IDLE"))):
             time.sleep(timeout)
@@ -155,7 +156,15 @@ class ImapSource:
         if self._arrived_since_listing():
             return True
         budget = min(timeout, IDLE_MAX_SECONDS)
-        return self._call("IDLE", lambda c: self._idle(c, budget))
+        first = min(budget, IDLE_SETTLE_SECONDS)
+        if self._call("IDLE", lambda c: self._idle(c, first)):
+            return True
+        # Mail that landed between the SEARCH and the IDLE command is not announced in IDLE (measured on
+        # Dovecot 2.3); a second look once IDLE had time to report catches it within a second.
+        if self._arrived_since_listing():
+            return True
+        remaining = budget - first
+        return remaining > 0 and self._call("IDLE", lambda c: self._idle(c, remaining))
 
     def close(self) -> None:
         """Log out; a connection that is already dead is just dropped. Safe to call twice."""
@@ -387,7 +396,11 @@ class ImapSource:
     def _arrived_since_listing(self) -> bool:
         """Mail that arrived during our last commands was announced then, so IDLE would not report it again."""
         listed_up_to = self._listed_up_to
-        return listed_up_to is not None and bool(self._search_new(listed_up_to))
+        if listed_up_to is None:
+            return False
+        # Dovecot's SEARCH answers from the session's last view of the folder; NOOP makes it look again.
+        self._call("NOOP", lambda c: c.noop())
+        return bool(self._search_new(listed_up_to))
 
     def _idle(self, client: Any, budget: float) -> bool:
         """One IDLE of at most `budget` seconds, always ended with DONE; True when EXISTS/RECENT arrived."""
