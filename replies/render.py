@@ -1,0 +1,341 @@
+"""Reply templates: find them, describe them, and render them safely for one reply.
+
+Templates are edited by functional administrators, so they run in Jinja2's immutable sandbox with
+``StrictUndefined``: a template cannot reach Python internals, cannot change the values it is given, and a
+misspelt variable is an error instead of an empty gap in a letter to a citizen. HTML templates are autoescaped;
+text templates are not (they are sent as text/plain, where escaping would show up as ``&amp;``).
+
+A reply template ``NAME`` is three files in the templates folder (see ``templates/replies/README.md``):
+
+- ``NAME.toml`` (required) — the sidecar that makes ``NAME`` a reply template, with the optional keys
+  ``description`` (text), ``subject`` (a Jinja pattern; empty means "Re: <original subject>"), ``variables``
+  (the names the employee passes with ``--var``) and ``defaults`` (a table of text values for some of them).
+- ``NAME.txt.j2`` (required) — the text/plain body.
+- ``NAME.html.j2`` (optional) — a text/html alternative.
+
+Files without a sidecar (such as ``base.txt.j2``) are layouts that reply templates extend; they cannot be sent.
+
+The standard context the caller passes to :meth:`ReplyTemplates.render` (see :data:`STANDARD_CONTEXT`):
+
+- ``organisatie`` — the organisation's name (``[organisatie] naam``);
+- ``handtekening`` — the signature text; empty means the base layout signs with
+  "Met vriendelijke groet, Klantcontactcentrum {organisatie}";
+- ``klant_naam`` — the customer's display name, or empty (the layout then says "Beste heer/mevrouw");
+- ``onderwerp`` — the subject of the customer's mail;
+- ``referentienummer`` — the number of the customer's klantcontact;
+- ``ontvangen_op`` — when the customer's mail arrived, as Dutch text (``replies.compose.dutch_datetime``);
+- ``tekst`` — the employee's own text (used by ``antwoord``; empty for other templates);
+
+plus the employee's ``--var name=value`` values. A declared variable without a default must be present and not
+blank; a declared variable with a default may be left out or blank.
+"""
+
+from __future__ import annotations
+
+import builtins
+import re
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from jinja2 import (
+    FileSystemLoader,
+    StrictUndefined,
+    Template,
+    TemplateNotFound,
+    TemplateSyntaxError,
+    UndefinedError,
+    select_autoescape,
+)
+from jinja2 import TemplateError as JinjaTemplateError
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from markupsafe import Markup, escape
+
+STANDARD_CONTEXT: tuple[str, ...] = (
+    "organisatie",
+    "handtekening",
+    "klant_naam",
+    "onderwerp",
+    "referentienummer",
+    "ontvangen_op",
+    "tekst",
+)
+
+SIDECAR_KEYS: tuple[str, ...] = ("description", "subject", "variables", "defaults")
+
+_TEMPLATE_NAME = re.compile(r"[a-z0-9_-]{1,64}")
+_VARIABLE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,63}")
+_BLANK_LINES = re.compile(r"\n{3,}")
+_PARAGRAPH_BREAK = re.compile(r"\n(?:[ \t]*\n)+")
+# What a template's own code can do wrong at render time besides Jinja's errors (e.g. {{ 1 / 0 }}, huge ranges).
+_RUNTIME_ERRORS = (TypeError, ValueError, ArithmeticError, LookupError, AttributeError, RecursionError)
+
+
+class TemplateError(Exception):
+    """A reply template is missing, malformed, unsafe or lacks a value; the message says what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateInfo:
+    """What a reply template is for and what it needs, read from its sidecar ``NAME.toml``."""
+
+    name: str
+    subject: str
+    variables: tuple[str, ...]
+    description: str
+    has_html: bool
+    defaults: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def required(self) -> tuple[str, ...]:
+        """The variables the employee must give: the declared ones without a default."""
+        with_default = {key for key, _value in self.defaults}
+        return tuple(name for name in self.variables if name not in with_default)
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedReply:
+    """A rendered template: the subject (None means "Re: <original subject>"), the text and the optional HTML."""
+
+    subject: str | None
+    text: str
+    html: str | None
+
+
+def alineas(value: object) -> Markup:
+    """Plain text as HTML paragraphs, so an employee's line breaks survive in the HTML part; always escaped."""
+    paragraphs = _PARAGRAPH_BREAK.split(str(value).strip().replace("\r\n", "\n"))
+    html = (Markup("<br>\n").join(escape(line) for line in part.split("\n")) for part in paragraphs if part.strip())
+    return Markup("\n").join(Markup("<p>{}</p>").format(part) for part in html)
+
+
+class ReplyTemplates:
+    """The reply templates in one folder; reads the files on every call, so edits apply without a restart."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._env = ImmutableSandboxedEnvironment(
+            loader=FileSystemLoader(directory),
+            undefined=StrictUndefined,
+            autoescape=select_autoescape(enabled_extensions=("html.j2",), default_for_string=False, default=False),
+            keep_trailing_newline=True,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            auto_reload=True,
+        )
+        self._env.filters["alineas"] = alineas
+
+    def list(self) -> builtins.list[TemplateInfo]:
+        """Every reply template in the folder, by name; a broken sidecar is an error, not a silent omission."""
+        return [self.info(name) for name in self._names()]
+
+    def info(self, name: str) -> TemplateInfo:
+        """The sidecar of template `name`, checked: known keys, right types, and the text template present."""
+        self._check_name(name)
+        sidecar = self.directory / f"{name}.toml"
+        if not sidecar.is_file():
+            raise self._unknown(name)
+        settings = _read_sidecar(sidecar)
+        if not (self.directory / f"{name}.txt.j2").is_file():
+            raise TemplateError(f"{sidecar} has no text template beside it: create {name}.txt.j2 in {self.directory}")
+        return TemplateInfo(
+            name=name,
+            subject=_text_setting(settings, "subject", sidecar),
+            variables=_variables_setting(settings, sidecar),
+            description=_text_setting(settings, "description", sidecar),
+            has_html=(self.directory / f"{name}.html.j2").is_file(),
+            defaults=_defaults_setting(settings, sidecar),
+        )
+
+    def check_vars(self, name: str, given: Iterable[str]) -> None:
+        """Refuse ``--var`` names the template does not declare, so a typo is not silently ignored."""
+        info = self.info(name)
+        unknown = sorted(set(given) - set(info.variables))
+        if unknown:
+            declared = ", ".join(info.variables) or "none"
+            raise TemplateError(
+                f"template {name!r} has no variable {', '.join(unknown)}; it declares: {declared} (see {name}.toml)"
+            )
+
+    def check(self, name: str) -> TemplateInfo:
+        """Compile every part of template `name` without rendering it, so an administrator can test an edit."""
+        info = self.info(name)
+        self._compile_subject(info)
+        for filename in _body_files(info):
+            self._load(filename)
+        return info
+
+    def render(self, name: str, context: Mapping[str, object]) -> RenderedReply:
+        """Render template `name`: missing variables are reported first, then any template error is explained."""
+        info = self.info(name)
+        values = {**dict(info.defaults), **context}
+        _check_required(info, values)
+        subject_template = self._compile_subject(info)
+        subject = ""
+        if subject_template is not None:
+            subject = _one_line(self._run(subject_template, values, info, f"{name}.toml (subject)"))
+        text = _tidy_text(self._run(self._load(f"{name}.txt.j2"), values, info, f"{name}.txt.j2"))
+        html = self._run(self._load(f"{name}.html.j2"), values, info, f"{name}.html.j2") if info.has_html else None
+        return RenderedReply(subject=subject or None, text=text, html=html)
+
+    def _names(self) -> builtins.list[str]:
+        if not self.directory.is_dir():
+            raise TemplateError(
+                f"the template folder {self.directory} does not exist; set [replies] templates_dir to the folder "
+                "that holds the reply templates, or leave it empty for the templates that ship with kcc-mail"
+            )
+        return sorted(path.stem for path in self.directory.glob("*.toml") if _TEMPLATE_NAME.fullmatch(path.stem))
+
+    def _check_name(self, name: str) -> None:
+        if not _TEMPLATE_NAME.fullmatch(name):
+            raise TemplateError(
+                f"{name!r} is not a template name: names use only a-z, 0-9, '_' and '-' (at most 64 characters); "
+                f"available templates: {self._available()}"
+            )
+
+    def _unknown(self, name: str) -> TemplateError:
+        if (self.directory / f"{name}.txt.j2").is_file():
+            return TemplateError(
+                f"{name!r} in {self.directory} is a layout, not a reply template (it has no {name}.toml); "
+                f"available templates: {self._available()}"
+            )
+        return TemplateError(f"no template {name!r} in {self.directory}; available templates: {self._available()}")
+
+    def _available(self) -> str:
+        try:
+            return ", ".join(self._names()) or "none"
+        except TemplateError:
+            return "none (the folder does not exist)"
+
+    def _compile_subject(self, info: TemplateInfo) -> Template | None:
+        if not info.subject.strip():
+            return None
+        try:
+            return self._env.from_string(info.subject)
+        except TemplateSyntaxError as exc:
+            raise TemplateError(
+                f"{self.directory / (info.name + '.toml')}: the subject pattern {info.subject!r} is not valid Jinja: "
+                f"{exc.message}; fix the subject line"
+            ) from None
+
+    def _load(self, filename: str) -> Template:
+        try:
+            return self._env.get_template(filename)
+        except TemplateSyntaxError as exc:
+            raise _syntax_error(exc, self.directory) from None
+        except TemplateNotFound as exc:
+            raise TemplateError(
+                f"{filename} refers to {exc.name!r}, which is not in {self.directory}; "
+                "fix the name in its extends/include line or add the file"
+            ) from None
+
+    def _run(self, template: Template, values: Mapping[str, object], info: TemplateInfo, part: str) -> str:
+        try:
+            return template.render(values)
+        except SecurityError as exc:
+            raise TemplateError(
+                f"template {info.name!r} ({part}) does something the sandbox forbids: {exc}; a template may only "
+                "show the values it is given"
+            ) from None
+        except UndefinedError as exc:
+            raise TemplateError(
+                f"template {info.name!r} ({part}) uses a value that is not there: {exc.message}; declare it under "
+                f"variables in {info.name}.toml and pass it with --var, or correct the spelling"
+            ) from None
+        except TemplateSyntaxError as exc:
+            raise _syntax_error(exc, self.directory) from None
+        except TemplateNotFound as exc:
+            raise TemplateError(
+                f"template {info.name!r} ({part}) includes {exc.name!r}, which is not in {self.directory}"
+            ) from None
+        except (JinjaTemplateError, *_RUNTIME_ERRORS) as exc:
+            raise TemplateError(
+                f"template {info.name!r} ({part}) failed: {type(exc).__name__}: {exc}; fix the template"
+            ) from None
+
+
+def _body_files(info: TemplateInfo) -> tuple[str, ...]:
+    html = (f"{info.name}.html.j2",) if info.has_html else ()
+    return (f"{info.name}.txt.j2", *html)
+
+
+def _syntax_error(exc: TemplateSyntaxError, directory: Path) -> TemplateError:
+    where = exc.filename or str(directory / (exc.name or "?"))
+    return TemplateError(f"{where}, line {exc.lineno}: {exc.message}; fix the template")
+
+
+def _read_sidecar(sidecar: Path) -> dict[str, object]:
+    try:
+        settings = tomllib.loads(sidecar.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise TemplateError(f"{sidecar} is not valid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TemplateError(f"{sidecar} cannot be read: {exc}") from None
+    unknown = sorted(set(settings) - set(SIDECAR_KEYS))
+    if unknown:
+        raise TemplateError(
+            f"{sidecar} has unknown setting(s) {', '.join(unknown)}; allowed: {', '.join(SIDECAR_KEYS)}"
+        )
+    return settings
+
+
+def _text_setting(settings: Mapping[str, object], key: str, sidecar: Path) -> str:
+    value = settings.get(key, "")
+    if not isinstance(value, str):
+        raise TemplateError(f'{sidecar}: {key} must be text in quotes, e.g. {key} = "…"')
+    return value
+
+
+def _variables_setting(settings: Mapping[str, object], sidecar: Path) -> tuple[str, ...]:
+    value = settings.get("variables", [])
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise TemplateError(f'{sidecar}: variables must be a list of names, e.g. variables = ["afdeling"]')
+    names = tuple(str(item) for item in value)
+    bad = [name for name in names if not _VARIABLE_NAME.fullmatch(name)]
+    if bad:
+        raise TemplateError(
+            f"{sidecar}: {', '.join(map(repr, bad))} cannot be a variable name; use a-z, 0-9 and '_', "
+            "starting with a letter or '_'"
+        )
+    if len(set(names)) != len(names):
+        raise TemplateError(f"{sidecar}: a variable is listed twice in variables")
+    return names
+
+
+def _defaults_setting(settings: Mapping[str, object], sidecar: Path) -> tuple[tuple[str, str], ...]:
+    value = settings.get("defaults", {})
+    if not isinstance(value, dict):
+        raise TemplateError(f'{sidecar}: defaults must be a table, e.g. defaults = {{ termijn_werkdagen = "5" }}')
+    declared = _variables_setting(settings, sidecar)
+    pairs: list[tuple[str, str]] = []
+    for key, default in value.items():
+        if key not in declared:
+            raise TemplateError(f"{sidecar}: defaults names {key!r}, which is not listed in variables; add it there")
+        if isinstance(default, bool) or not isinstance(default, str | int):
+            raise TemplateError(f'{sidecar}: the default of {key} must be text, e.g. {key} = "5"')
+        pairs.append((key, str(default)))
+    return tuple(pairs)
+
+
+def _check_required(info: TemplateInfo, values: Mapping[str, object]) -> None:
+    missing = [name for name in info.required if _is_blank(values.get(name))]
+    if missing:
+        how = " ".join(f"--var {name}=…" for name in missing)
+        raise TemplateError(f"template {info.name!r} needs {', '.join(missing)}: pass {how}")
+
+
+def _is_blank(value: object) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _one_line(text: str) -> str:
+    """A subject is one line: any line break or run of white space a pattern produced becomes one space."""
+    return " ".join(text.split())
+
+
+def _tidy_text(text: str) -> str:
+    """Text as a customer should see it: no trailing spaces, at most one empty line in a row, one final newline."""
+    lines = [line.rstrip() for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n")]
+    return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip("\n") + "\n"
