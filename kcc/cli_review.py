@@ -39,7 +39,7 @@ def register_command(
         keuze = Taak(handeling, tuple(parse_actor(a) for a in assign), toelichting)
     elif handeling or assign:
         raise click.UsageError("--handeling and --assign belong to --follow-up task")
-    result = register(app.uow(), app.config.organisatie, mail_id, keuze, medewerker(as_medewerker))
+    result = register(app.uow(), app.config, mail_id, keuze, medewerker(as_medewerker))
     line = f"mail {result.mail_id} registered as klantcontact {result.klantcontact_id} ({result.referentienummer})"
     if result.interne_taak_id is not None:
         line += f" with interne taak {result.interne_taak_id}"

@@ -6,14 +6,15 @@ fails, nothing is stored and the mail stays `te_beoordelen`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from kcc.actors import ActorRef, find_or_create, service_actor
-from kcc.config import OrganisatieConfig
+from kcc.antwoord import Antwoord, refusal_to_answer, registreer_antwoord
+from kcc.config import Config
 from kcc.registratie import audit, registreer_inkomend
 from kcc.taken import nieuwe_taak
 from store.klantinteracties import Actor
@@ -40,7 +41,7 @@ class GeenOpvolging:
     """The employee saw it and no action is needed."""
 
 
-FollowUp = Taak | GeenOpvolging
+FollowUp = Taak | GeenOpvolging | Antwoord
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,8 @@ class Registered:
     klantcontact_uuid: str
     referentienummer: str
     interne_taak_id: int | None = None
+    antwoord_klantcontact_id: int | None = None
+    outbox_id: int | None = None
 
 
 def lock_mail_for_decision(
@@ -76,30 +79,39 @@ def lock_mail_for_decision(
 
 
 def register(
-    uow: UnitOfWork, org: OrganisatieConfig, mail_id: int, follow_up: FollowUp, medewerker: ActorRef,
+    uow: UnitOfWork, config: Config, mail_id: int, follow_up: FollowUp, medewerker: ActorRef,
     *, now: datetime | None = None,
 ) -> Registered:
-    """Register the mail as klantcontact with its follow-up (a task, or nothing), all in one transaction."""
+    """Register the mail as klantcontact with its follow-up (a task, an answer, or nothing), in one transaction."""
     now = now or utcnow()
     with uow:
         session = uow.session
         mail = lock_mail_for_decision(session, mail_id)
+        if isinstance(follow_up, Antwoord) and (refusal := refusal_to_answer(mail, follow_up)):
+            raise DecisionError(refusal)
         beoordelaar = find_or_create(session, medewerker)
-        contact = registreer_inkomend(session, mail, org, [beoordelaar, service_actor(session)])
-        taak_id = None
+        actoren = [beoordelaar, service_actor(session)]
+        contact = registreer_inkomend(session, mail, config.organisatie, actoren)
+        result = Registered(mail.id, contact.id, str(contact.uuid), contact.referentienummer)
+        details: dict[str, object] = {"klantcontact": str(contact.uuid), "opvolging": "geen"}
         if isinstance(follow_up, Taak):
-            actoren = [find_or_create(session, ref) for ref in follow_up.toegewezen_aan]
             taak = nieuwe_taak(
-                session, contact, follow_up.gevraagde_handeling, follow_up.toelichting, actoren, now=now
+                session, contact, follow_up.gevraagde_handeling, follow_up.toelichting,
+                [find_or_create(session, ref) for ref in follow_up.toegewezen_aan], now=now,
             )
-            taak_id = taak.id
+            result = replace(result, interne_taak_id=taak.id)
+            details |= {"opvolging": "taak", "interneTaak": taak.id}
+        elif isinstance(follow_up, Antwoord):
+            verstuurd = registreer_antwoord(session, config, mail, contact, follow_up, actoren, now)
+            result = replace(result, antwoord_klantcontact_id=verstuurd.klantcontact.id, outbox_id=verstuurd.outbox.id)
+            details |= {
+                "opvolging": "antwoord", "antwoordKlantcontact": str(verstuurd.klantcontact.uuid),
+                "outbox": verstuurd.outbox.id, "template": follow_up.template, "geforceerd": follow_up.force,
+            }
         mark_registered(session, mail, contact.id, beoordelaar, now)
-        audit(
-            session, str(medewerker), "mail.geregistreerd", "inbound_mail", mail.id,
-            klantcontact=str(contact.uuid), opvolging="taak" if taak_id else "geen", interneTaak=taak_id,
-        )
+        audit(session, str(medewerker), "mail.geregistreerd", "inbound_mail", mail.id, **details)
         uow.commit()
-        return Registered(mail.id, contact.id, str(contact.uuid), contact.referentienummer, taak_id)
+        return result
 
 
 def mark_registered(

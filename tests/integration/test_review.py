@@ -44,7 +44,7 @@ def terugbellen(*actoren: ActorRef) -> Taak:
 def test_a_mail_handed_off_becomes_klantcontact_betrokkene_bijlagen_and_task(app: App) -> None:
     mail_id = queue_mail(app, with_attachment())
     piet = parse_actor("medewerker:Piet@Gemeente.nl")
-    result = register(app.uow(), app.config.organisatie, mail_id, terugbellen(BURGERZAKEN, piet), ANNA, now=NOW)
+    result = register(app.uow(), app.config, mail_id, terugbellen(BURGERZAKEN, piet), ANNA, now=NOW)
 
     assert mail_state(app, mail_id) == "geregistreerd"
     assert show_mail(app.uow(), mail_id)["klantcontactId"] == result.klantcontact_id
@@ -101,7 +101,7 @@ def test_a_mail_handed_off_becomes_klantcontact_betrokkene_bijlagen_and_task(app
 def test_register_without_follow_up_and_the_bounded_fields(app: App) -> None:
     long_text = "Beste gemeente, " + "ik heb een hele lange vraag over de parkeervergunning " * 40
     mail_id = queue_mail(app, customer_mail(subject="", body=long_text, sender="info@bakkerij.nl"))
-    result = register(app.uow(), app.config.organisatie, mail_id, GeenOpvolging(), ANNA)
+    result = register(app.uow(), app.config, mail_id, GeenOpvolging(), ANNA)
     contact = show_contact(app.uow(), result.klantcontact_id)
     assert contact["onderwerp"] == "(geen onderwerp)"
     assert len(contact["inhoud"]) <= 1000
@@ -114,7 +114,7 @@ def test_register_without_follow_up_and_the_bounded_fields(app: App) -> None:
 
 def test_an_organisation_goes_to_organisatienaam(app: App) -> None:
     mail_id = queue_mail(app, customer_mail(sender='"Bakkerij De Graaf B.V." <bestel@degraaf.nl>'))
-    result = register(app.uow(), app.config.organisatie, mail_id, GeenOpvolging(), ANNA)
+    result = register(app.uow(), app.config, mail_id, GeenOpvolging(), ANNA)
     (klant,) = show_contact(app.uow(), result.klantcontact_id)["hadBetrokkenen"]
     assert klant["organisatienaam"] == "Bakkerij De Graaf B.V."
     assert klant["contactnaam"]["achternaam"] == ""
@@ -122,13 +122,13 @@ def test_an_organisation_goes_to_organisatienaam(app: App) -> None:
 
 def test_a_mail_is_decided_once(app: App) -> None:
     mail_id = queue_mail(app, customer_mail())
-    register(app.uow(), app.config.organisatie, mail_id, GeenOpvolging(), ANNA)
+    register(app.uow(), app.config, mail_id, GeenOpvolging(), ANNA)
     with pytest.raises(DecisionError, match=rf"mail {mail_id} is geregistreerd by anna@gemeente.nl"):
-        register(app.uow(), app.config.organisatie, mail_id, terugbellen(), medewerker("bob@gemeente.nl"))
+        register(app.uow(), app.config, mail_id, terugbellen(), medewerker("bob@gemeente.nl"))
     with pytest.raises(DecisionError, match="geregistreerd"):
         dismiss(app.uow(), mail_id, "spam", ANNA)
     with pytest.raises(DecisionError, match="no stored mail with id 999999"):
-        register(app.uow(), app.config.organisatie, 999999, GeenOpvolging(), ANNA)
+        register(app.uow(), app.config, 999999, GeenOpvolging(), ANNA)
 
 
 def test_dismiss_records_the_reason_and_creates_no_klantcontact(app: App) -> None:
@@ -153,14 +153,14 @@ def test_a_failure_at_any_step_of_register_stores_nothing(app: App, table: str) 
     counted = (Klantcontact, Betrokkene, Bijlage, InterneTaak, AuditEvent)
     before = [count(app, model) for model in counted]
     with refuse_inserts(app.engine, table), pytest.raises(Exception, match=MESSAGE):
-        register(app.uow(), app.config.organisatie, mail_id, terugbellen(new_colleague), ANNA)
+        register(app.uow(), app.config, mail_id, terugbellen(new_colleague), ANNA)
     assert [count(app, model) for model in counted] == before
     assert mail_state(app, mail_id) == "te_beoordelen"
-    assert register(app.uow(), app.config.organisatie, mail_id, terugbellen(new_colleague), ANNA).klantcontact_id
+    assert register(app.uow(), app.config, mail_id, terugbellen(new_colleague), ANNA).klantcontact_id
 
 
 def test_complete_and_reopen_follow_the_standard(app: App) -> None:
-    result = register(app.uow(), app.config.organisatie, queue_mail(app, customer_mail()), terugbellen(), ANNA)
+    result = register(app.uow(), app.config, queue_mail(app, customer_mail()), terugbellen(), ANNA)
     taak_id = result.interne_taak_id or 0
     taken.complete(app.uow(), taak_id, medewerker("piet@gemeente.nl"), now=NOW)
     assert (taken.show(app.uow(), taak_id)["status"], taken.show(app.uow(), taak_id)["afgehandeldOp"]) == (
@@ -175,7 +175,7 @@ def test_complete_and_reopen_follow_the_standard(app: App) -> None:
 
 
 def test_reroute_hands_the_task_on_and_closes_the_original_atomically(app: App) -> None:
-    result = register(app.uow(), app.config.organisatie, queue_mail(app, customer_mail()), terugbellen(), ANNA)
+    result = register(app.uow(), app.config, queue_mail(app, customer_mail()), terugbellen(), ANNA)
     original = result.interne_taak_id or 0
     kcc = parse_actor("afdeling:KCC")
     with refuse_inserts(app.engine, "interne_taak"), pytest.raises(Exception, match=MESSAGE):
@@ -199,7 +199,7 @@ def test_reroute_hands_the_task_on_and_closes_the_original_atomically(app: App) 
 def test_search_finds_open_tasks_by_actor_oldest_first(app: App) -> None:
     vergunningen = parse_actor("afdeling:Vergunningen")
     ids = [
-        register(app.uow(), app.config.organisatie, queue_mail(app, customer_mail()), terugbellen(vergunningen), ANNA,
+        register(app.uow(), app.config, queue_mail(app, customer_mail()), terugbellen(vergunningen), ANNA,
                  now=datetime(2026, 11, day, tzinfo=UTC)).interne_taak_id
         for day in (20, 18, 19)
     ]
@@ -212,12 +212,12 @@ def test_search_finds_open_tasks_by_actor_oldest_first(app: App) -> None:
 
 def test_a_follow_up_mail_is_linked_to_the_earlier_klantcontact(app: App) -> None:
     first = queue_mail(app, customer_mail(message_id="<eerste@example.nl>"))
-    earlier = register(app.uow(), app.config.organisatie, first, GeenOpvolging(), ANNA)
+    earlier = register(app.uow(), app.config, first, GeenOpvolging(), ANNA)
     follow_up = customer_mail(
         subject="Re: Vraag over de afvalkalender",
         extra_headers="In-Reply-To: <eerste@example.nl>\r\nReferences: <eerste@example.nl>\r\n",
     )
-    later = register(app.uow(), app.config.organisatie, queue_mail(app, follow_up), GeenOpvolging(), ANNA)
+    later = register(app.uow(), app.config, queue_mail(app, follow_up), GeenOpvolging(), ANNA)
     (link,) = show_contact(app.uow(), later.klantcontact_id)["gingOverOnderwerpobjecten"]
     assert link["wasKlantcontact"] == {"uuid": earlier.klantcontact_uuid}
     assert link["onderwerpobjectidentificator"]["objectId"] == earlier.klantcontact_uuid
@@ -231,7 +231,7 @@ def test_two_employees_deciding_at_once_one_wins(app: App) -> None:
     def decide(who: str) -> None:
         start.wait()
         try:
-            outcomes.append(register(app.uow(), app.config.organisatie, mail_id, terugbellen(), medewerker(who)))
+            outcomes.append(register(app.uow(), app.config, mail_id, terugbellen(), medewerker(who)))
         except DecisionError as exc:
             outcomes.append(exc)
 
