@@ -9,10 +9,14 @@ from __future__ import annotations
 import logging
 import random
 import threading
+from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
+from datetime import datetime
 
 from ingest.intake import (
+    Analysis,
     ClassifyOptions,
     IntakeSummary,
     Parser,
@@ -24,6 +28,7 @@ from ingest.intake import (
     store_mail,
     stored_digests,
 )
+from ingest.parallel import AnalysePool
 from ingest.sources.base import FetchedMail, MailCommandError, MailRef, MailSource, SourceError
 from store.blobs import sha256_hex
 from store.types import utcnow
@@ -32,7 +37,20 @@ from store.uow import UnitOfWork
 log = logging.getLogger(__name__)
 
 IDLE_SLICE_SECONDS = 5.0
+PIPELINE_MIN_MAILS = 20  # fewer new mails than this are parsed here: starting a worker would cost more
+PIPELINE_DEPTH = 8  # mails parsed ahead of the one being stored; bounds the memory held in flight
 MAX_BACKOFF_SECONDS = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Parsing:
+    """A fetched mail on its way: being parsed (maybe in a worker), then stored."""
+
+    fetched: FetchedMail
+    digest: str
+    received_at: datetime
+    future: Future[Analysis] | None
+    duplicate: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +76,7 @@ class Poller:
         self._parser = parser
         self._stop = stop or threading.Event()
         self._known: set[str] | None = None  # during a re-scan: the sha256 of every mail already stored
+        self._pool: AnalysePool | None = None  # parse workers, once there was a backlog worth them
 
     @property
     def mailbox(self) -> str:
@@ -81,6 +100,8 @@ class Poller:
         summary = IntakeSummary()
         try:
             refs = self._source.list_new(above)
+            if self._pool is None and self._parser is default_parser and len(refs) >= PIPELINE_MIN_MAILS:
+                self._pool = AnalysePool(self._settings.max_mail_bytes, self._settings.classify, workers=2)
             for start in range(0, len(refs), self._settings.batch_size):
                 if self._stop.is_set():
                     break
@@ -101,6 +122,7 @@ class Poller:
     def _process_batch(self, batch: Sequence[MailRef], uidvalidity: int, summary: IntakeSummary) -> int | None:
         """Store each mail of the batch, then mark the stored ones; returns the new high-water UID."""
         done: list[MailRef] = []
+        in_flight: deque[Parsing] = deque()
         try:
             for item in self._source.fetch(batch):
                 if isinstance(item, MailCommandError):
@@ -109,10 +131,13 @@ class Poller:
                     log.warning("mailbox=%s fetch failed: %s", self.mailbox, item)
                     continue
                 summary.fetched += 1
-                self._store(item, uidvalidity, summary)
-                done.append(item.ref)
+                in_flight.append(self._start_parsing(item))
+                while len(in_flight) > (PIPELINE_DEPTH if self._pool else 0):
+                    done.append(self._store(in_flight.popleft(), uidvalidity, summary))
                 if self._stop.is_set():
                     break
+            while in_flight:
+                done.append(self._store(in_flight.popleft(), uidvalidity, summary))
         finally:
             if done:
                 self._source.mark_processed(done)
@@ -125,15 +150,27 @@ class Poller:
         below = [uid for uid in handled if uid <= limit]
         return max(below) if below else None
 
-    def _store(self, fetched: FetchedMail, uidvalidity: int, summary: IntakeSummary) -> None:
+    def _start_parsing(self, fetched: FetchedMail) -> Parsing:
+        """Hand the mail to the parse worker (when there is one); a known duplicate is not parsed at all."""
         digest = sha256_hex(fetched.raw)
+        received_at = fetched.internaldate or utcnow()
         if self._known is not None and digest in self._known:
+            return Parsing(fetched, digest, received_at, None, duplicate=True)
+        future = self._pool.submit(fetched.raw, received_at, digest) if self._pool else None
+        return Parsing(fetched, digest, received_at, future)
+
+    def _store(self, parsing: Parsing, uidvalidity: int, summary: IntakeSummary) -> MailRef:
+        fetched = parsing.fetched
+        if parsing.duplicate:
             summary.duplicates += 1
-            return
-        analysis = analyse(
-            fetched.raw, fetched.internaldate or utcnow(), max_mail_bytes=self._settings.max_mail_bytes,
-            options=self._settings.classify, parser=self._parser, digest=digest,
-        )
+            return fetched.ref
+        if parsing.future is not None and self._pool is not None:
+            analysis = self._pool.result(parsing.future, fetched.raw, parsing.received_at, parsing.digest)
+        else:
+            analysis = analyse(
+                fetched.raw, parsing.received_at, max_mail_bytes=self._settings.max_mail_bytes,
+                options=self._settings.classify, parser=self._parser, digest=parsing.digest,
+            )
         mail = store_mail(self._uow(), self.mailbox, fetched, uidvalidity, analysis)
         if mail is None:
             summary.duplicates += 1
@@ -143,6 +180,7 @@ class Poller:
         else:
             summary.stored += 1
             log.info("mailbox=%s mail=%s stored", self.mailbox, mail.id)
+        return fetched.ref
 
     def _record_failure(self, uidvalidity: int, error: str) -> None:
         try:
@@ -175,8 +213,11 @@ class Poller:
         self.close()
 
     def close(self) -> None:
-        """Log out and give up the mailbox lease, so another process may poll at once."""
+        """Log out, stop the parse workers and give up the mailbox lease, so another process may poll at once."""
         self._source.close()
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
         try:
             release_lease(self._uow(), self.mailbox, self._owner)
         except Exception:
