@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 import click
 
 from kcc.config import Config, ConfigError, load_config
+from kcc.logs import configure_logging
 from kcc.wiring import App, build_app
 from store.schema import SchemaOutOfDate, require_current
 
@@ -68,11 +68,18 @@ class KccGroup(click.Group):
     "--config", "config_path", type=click.Path(path_type=Path), envvar="KCC_CONFIG",
     help="Configuration file (default: ./kcc-mail.toml if present, else built-in defaults).",
 )
-@click.option("--log-level", default="WARNING", show_default=True, help="DEBUG, INFO, WARNING or ERROR.")
+@click.option(
+    "--log-level", default="WARNING", show_default=True, envvar="KCC_LOG_LEVEL",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+)
+@click.option(
+    "--log-format", default="text", show_default=True, envvar="KCC_LOG_FORMAT", type=click.Choice(["text", "json"]),
+    help="One line per event, as text or as JSON.",
+)
 @click.pass_context
-def cli(ctx: click.Context, config_path: Path | None, log_level: str) -> None:
+def cli(ctx: click.Context, config_path: Path | None, log_level: str, log_format: str) -> None:
     """kcc-mail: the KCC's e-mail intake and reply service (VNG Klantinteracties)."""
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(log_level, log_format)
     context = Context(config_path)
     ctx.obj = context
     ctx.call_on_close(context.close)

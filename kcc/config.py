@@ -256,17 +256,31 @@ def _check_security(config: Config) -> None:
             )
 
 
+_SECRETS: set[str] = set()
+
+
+def known_secrets() -> frozenset[str]:
+    """Every secret read so far (at least 4 characters), so the log handler can mask them wherever they appear."""
+    return frozenset(_SECRETS)
+
+
 def resolve_secret(env_name: str, file_name: str, what: str, environ: typing.Mapping[str, str] | None = None) -> str:
     """Read a secret from the named environment variable or file; the secret itself never enters the config."""
     env = os.environ if environ is None else environ
     if env_name:
         value = env.get(env_name)
         if value:
-            return value
+            return _remember(value)
         raise ConfigError(f"{what}: environment variable {env_name} is not set; export it before starting kcc-mail")
     if file_name:
         try:
-            return Path(file_name).read_text(encoding="utf-8").strip()
+            return _remember(Path(file_name).read_text(encoding="utf-8").strip())
         except OSError as exc:
             raise ConfigError(f"{what}: cannot read secret file {file_name}: {exc.strerror}") from None
     raise ConfigError(f"{what}: no secret configured; set password_env or password_file (token_* for xoauth2)")
+
+
+def _remember(secret: str) -> str:
+    if len(secret) >= 4:
+        _SECRETS.add(secret)
+    return secret

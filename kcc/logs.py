@@ -1,0 +1,62 @@
+"""Logging for operators: one line per event, text or JSON, ids instead of mail contents, never a secret.
+
+Use cases log ids (mailbox, mail, outbox); subjects and addresses stay out of INFO and above. As a last guard,
+every secret kcc-mail has read is masked in every log line, whatever library wrote it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+
+from kcc.config import known_secrets
+
+CONTEXT_FIELDS = ("mailbox", "mail", "outbox")
+
+
+class SecretMask(logging.Filter):
+    """Replaces any secret read by kcc-mail (passwords, tokens) in the formatted message with ***."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        secrets = known_secrets()
+        if secrets:
+            message = record.getMessage()
+            masked = message
+            for secret in secrets:
+                masked = masked.replace(secret, "***")
+            if masked != message:
+                record.msg, record.args = masked, None
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log collectors."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name in CONTEXT_FIELDS:
+            if hasattr(record, name):
+                entry[name] = getattr(record, name)
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def configure_logging(level: str, fmt: str) -> None:
+    """Log to stderr at `level` as `text` or `json`; the secret mask sits on the handler, so it sees everything."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(SecretMask())
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
