@@ -24,7 +24,7 @@ def poll(context: Context, once: bool, mailbox_name: str | None) -> None:
     app = context.app()
     mailboxes = [app.config.mailbox(mailbox_name)] if mailbox_name else list(app.config.mailboxes)
     if not once:
-        run_service(replace(app, config=replace(app.config, mailboxes=tuple(mailboxes))))
+        run_service(replace(app, config=replace(app.config, mailboxes=tuple(mailboxes))), relay=False)
         return
     summary, unreachable = poll_once(app, mailboxes)
     click.echo(summary.line())

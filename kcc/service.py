@@ -1,4 +1,4 @@
-"""Running intake: one poll of each mailbox (cron, tests) or the long-running service (one thread a mailbox)."""
+"""Running the service: one round of intake or relay (cron, tests), or both long-running, one thread each."""
 
 from __future__ import annotations
 
@@ -14,8 +14,13 @@ from types import FrameType
 from ingest.intake import ClassifyOptions, IntakeSummary
 from ingest.poller import Poller, PollSettings
 from ingest.sources.base import SourceError
+from kcc.bounces import process_bounces
 from kcc.config import Config, MailboxConfig
+from kcc.undelivered import report_undelivered
 from kcc.wiring import App
+from replies import relay as outbox_relay
+from replies.relay import RelaySettings, RelaySummary
+from replies.sentcopy import SentCopy
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +57,49 @@ def poll_once(app: App, mailboxes: Iterable[MailboxConfig]) -> tuple[IntakeSumma
             unreachable.append(f"mailbox {mailbox.name}: {exc}")
         finally:
             poller.close()
+    process_bounces(app.uow)
     return total, unreachable
 
 
-def run_service(app: App, stop: threading.Event | None = None) -> None:
-    """Intake for every mailbox until SIGTERM or SIGINT; the mail in hand is finished first."""
+def relay_settings(config: Config) -> RelaySettings:
+    return RelaySettings(lease_seconds=config.replies.lease_seconds)
+
+
+def relay_once(app: App) -> RelaySummary:
+    """Send every reply that is due, then return (cron, `kcc-mail relay --once`)."""
+    sent_copy = app.sent_copy()
+    try:
+        return outbox_relay.relay_once(
+            app.uow(), app.transport(), on_undelivered=report_undelivered, settings=relay_settings(app.config),
+            sent_copy=sent_copy,
+        )
+    finally:
+        if sent_copy is not None:
+            sent_copy.close()
+
+
+def run_relay(app: App, stop: threading.Event, sent_copy: SentCopy | None) -> None:
+    """Relay rounds every `replies.relay_interval` seconds until `stop`; the message in hand is finished first."""
+    outbox_relay.run_forever(
+        stop, app.uow(), app.transport(), interval=app.config.replies.relay_interval,
+        on_undelivered=report_undelivered, settings=relay_settings(app.config), sent_copy=sent_copy,
+    )
+
+
+def run_bounces(app: App, stop: threading.Event) -> None:
+    """Match new bounces to our replies every relay interval, until `stop`."""
+    while not stop.is_set():
+        try:
+            process_bounces(app.uow)
+        except Exception:  # the database may be away for a moment; the next round tries again
+            log.exception("matching bounces to replies failed; trying again in the next round")
+        stop.wait(app.config.replies.relay_interval)
+
+
+def run_service(
+    app: App, stop: threading.Event | None = None, *, intake: bool = True, relay: bool = True
+) -> None:
+    """Intake for every mailbox and the outbox relay until SIGTERM or SIGINT; the mail in hand is finished first."""
     stop = stop or threading.Event()
     owner = process_owner()
 
@@ -71,11 +114,17 @@ def run_service(app: App, stop: threading.Event | None = None) -> None:
         threading.Thread(
             target=make_poller(app, mailbox, owner, stop).run_forever, name=f"intake-{mailbox.name}", daemon=True
         )
-        for mailbox in app.config.mailboxes
+        for mailbox in (app.config.mailboxes if intake else ())
     ]
+    if intake:
+        threads.append(threading.Thread(target=run_bounces, args=(app, stop), name="bounces", daemon=True))
+    if relay:  # the Sent-folder copier is built here, so a configuration error stops the start, not a thread
+        threads.append(threading.Thread(target=run_relay, args=(app, stop, app.sent_copy()), name="relay",
+                                        daemon=True))
     for thread in threads:
         thread.start()
-    log.info("kcc-mail running: intake for %s", ", ".join(m.name for m in app.config.mailboxes))
+    log.info("kcc-mail running: intake for %s; relay %s",
+             ", ".join(m.name for m in app.config.mailboxes) if intake else "none", "on" if relay else "off")
     while not stop.is_set() and any(t.is_alive() for t in threads):
         stop.wait(1.0)
     stop.set()
