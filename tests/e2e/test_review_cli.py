@@ -7,34 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kcc_cli import kcc_mail
+from kcc_cli import kcc_mail, write_config
 from support.dovecot import ImapUser
 
 
 @pytest.fixture
 def workdir(tmp_path: Path, database_url: str, imap_user: ImapUser) -> Path:
     """A working directory with a kcc-mail.toml for this test's IMAP user and the module's database."""
-    (tmp_path / "kcc-mail.toml").write_text(
-        f"""
-[database]
-url = "{database_url}"
-
-[[mailbox]]
-name = "info"
-kind = "imap"
-host = "{imap_user.server.host}"
-port = {imap_user.server.port}
-security = "none"
-username = "{imap_user.name}"
-password_file = "{imap_user.password_file}"
-timeout = 10.0
-
-[smtp]
-kind = "directory"
-directory = "{tmp_path / 'outgoing'}"
-""",
-        encoding="utf-8",
-    )
+    write_config(tmp_path, database_url, imap=imap_user)
     assert run(tmp_path, "init").returncode == 0
     return tmp_path
 
@@ -50,11 +30,11 @@ def ok_json(cwd: Path, *args: str) -> Any:
 
 
 CUSTOMER_MAIL = (
-    "From: Karel van der Wittewiek <karel@example.nl>\r\nTo: info@gemeente.nl\r\n"
-    "Subject: Graag terugbellen over mijn aanvraag\r\nMessage-ID: <terugbel-1@example.nl>\r\n"
-    "Date: Mon, 23 Nov 2026 09:15:00 +0100\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
-    "Goedemorgen,\r\n\r\nKunt u mij terugbellen op 06-12345678 over mijn aanvraag?\r\n\r\nKarel\r\n"
-).encode()
+    b"From: Karel van der Wittewiek <karel@example.nl>\r\nTo: info@gemeente.nl\r\n"
+    b"Subject: Graag terugbellen over mijn aanvraag\r\nMessage-ID: <terugbel-1@example.nl>\r\n"
+    b"Date: Mon, 23 Nov 2026 09:15:00 +0100\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+    b"Goedemorgen,\r\n\r\nKunt u mij terugbellen op 06-12345678 over mijn aanvraag?\r\n\r\nKarel\r\n"
+)
 
 
 def test_from_dovecot_to_an_interne_taak(workdir: Path, imap_user: ImapUser) -> None:
