@@ -39,32 +39,29 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-class SafeString(TypeDecorator[str]):
-    """A bounded string column that never receives a NUL byte."""
+class _WithoutNul:
+    """Shared by the string types: text from mail never reaches the database with NUL or lone surrogates."""
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return None if value is None else strip_nul(value)
+
+    @property
+    def python_type(self) -> type[Any]:
+        return str
+
+
+class SafeString(_WithoutNul, TypeDecorator[str]):
+    """A bounded string column."""
 
     impl = String
     cache_ok = True
 
-    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
-        return None if value is None else strip_nul(value)
 
-    @property
-    def python_type(self) -> type[Any]:
-        return str
-
-
-class SafeText(TypeDecorator[str]):
-    """An unbounded text column that never receives a NUL byte."""
+class SafeText(_WithoutNul, TypeDecorator[str]):
+    """An unbounded text column."""
 
     impl = Text
     cache_ok = True
-
-    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
-        return None if value is None else strip_nul(value)
-
-    @property
-    def python_type(self) -> type[Any]:
-        return str
 
 
 def utcnow() -> datetime:
