@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from kcc_cli import kcc_mail
@@ -62,3 +68,44 @@ def test_a_broken_configuration_stops_with_one_clear_line(tmp_path: Path) -> Non
     assert result.stderr.strip() == (
         "kcc-mail: broken.toml: storage.max_mail_bytes must be int, not str ('veel')"
     )
+
+
+README_MAIL = (
+    b"From: Karel <karel@example.nl>\r\nTo: info@gemeente.example\r\nSubject: Vraag\r\n"
+    b"Message-ID: <readme-1@example.nl>\r\n\r\nWanneer wordt het papier opgehaald?\r\n"
+)
+
+
+def test_the_readme_try_out_on_the_defaults(tmp_path: Path) -> None:
+    assert kcc_mail("init", cwd=tmp_path).returncode == 0
+    (tmp_path / "var" / "mail" / "info" / "new" / "1.eml").write_bytes(README_MAIL)
+    poll = kcc_mail("poll", "--once", cwd=tmp_path)
+    assert poll.stdout.strip() == "fetched=1 stored=1 quarantined=0 duplicates=0"
+    assert list((tmp_path / "var" / "mail" / "info" / "cur").iterdir())  # marked: moved to cur/
+    assert "Vraag" in kcc_mail("queue", "list", cwd=tmp_path).stdout
+    (tmp_path / "antwoord.txt").write_text("Elke tweede dinsdag.\n")
+    reply = kcc_mail("reply", "1", "--text-file", "antwoord.txt", "--as", "anna@gemeente.nl", cwd=tmp_path)
+    assert reply.returncode == 0, reply.stderr
+    assert kcc_mail("relay", "--once", cwd=tmp_path).stdout.strip() == "sent=1 retry=0 failed=0 uncertain=0"
+    (sent,) = (tmp_path / "var" / "outgoing").glob("*.eml")
+    assert b"Elke tweede dinsdag." in sent.read_bytes()
+
+
+def test_run_on_the_defaults_picks_up_mail_and_stops_on_sigterm(tmp_path: Path) -> None:
+    assert kcc_mail("init", cwd=tmp_path).returncode == 0
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("KCC_")}
+    service = subprocess.Popen([sys.executable, "-m", "kcc", "run"], cwd=tmp_path, env=environment,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        (tmp_path / "var" / "mail" / "info" / "new" / "1.eml").write_bytes(README_MAIL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            listed = kcc_mail("queue", "list", "--json", cwd=tmp_path)
+            if listed.returncode == 0 and json.loads(listed.stdout):
+                break
+            time.sleep(0.3)
+        assert [m["subject"] for m in json.loads(listed.stdout)] == ["Vraag"]
+    finally:
+        service.send_signal(signal.SIGTERM)
+        _, stderr = service.communicate(timeout=30)
+    assert service.returncode == 0, stderr
