@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from sqlalchemy import Engine, select
 from support.dbfaults import MESSAGE, refuse_inserts
 from support.dovecot import ImapUser
 
+from ingest.poller import Poller
 from ingest.sources.base import SourceError
 from kcc.config import StorageConfig
 from kcc.queue import list_mails, show_mail
@@ -240,3 +242,26 @@ def test_a_database_refusing_a_write_marks_nothing_it_did_not_commit(intake: App
     assert marked == {stored(intake)[0].raw_sha256}
     poll(intake)
     assert [r.subject for r in stored(intake)] == ["Voor", "Weiger mij", "Na"]
+
+
+def test_two_processes_on_one_mailbox_store_each_mail_once(intake: App, imap_user: ImapUser) -> None:
+    for i in range(40):
+        imap_user.append(mail(f"Gelijktijdig {i}", Message_ID=f"<tegelijk-{i}@example.nl>"))
+    mailbox = intake.config.mailboxes[0]
+    pollers = [make_poller(intake, mailbox, f"proces-{n}") for n in range(2)]
+    start = threading.Barrier(2)
+    summaries: list[str] = []
+
+    def poll_as(poller: Poller) -> None:
+        start.wait()
+        summaries.append(poller.run_once().line())
+        poller.close()
+
+    threads = [threading.Thread(target=poll_as, args=(p,)) for p in pollers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert sorted(r.subject for r in stored(intake)) == sorted(f"Gelijktijdig {i}" for i in range(40))
+    assert "fetched=0 stored=0 quarantined=0 duplicates=0" in summaries  # the lease kept the second one out
+    assert all(KEYWORD in flags for _, flags in server_mails(imap_user).values())
