@@ -103,6 +103,23 @@ class RepliesConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MonitoringConfig:
+    """Thresholds for `kcc-mail status` (0 turns a check off) and how often the service says it is alive."""
+
+    heartbeat_interval: float = 10.0
+    heartbeat_critical_seconds: float = 60.0
+    poll_warning_minutes: float = 15.0
+    poll_critical_minutes: float = 60.0
+    review_warning_minutes: float = 1440.0
+    review_critical_minutes: float = 4320.0
+    outbox_pending_warning_minutes: float = 30.0
+    outbox_pending_critical_minutes: float = 240.0
+    uncertain_warning: int = 1
+    failed_warning: int = 0
+    quarantine_warning: int = 1
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
@@ -110,6 +127,7 @@ class Config:
     mailboxes: tuple[MailboxConfig, ...] = (MailboxConfig(),)
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     replies: RepliesConfig = field(default_factory=RepliesConfig)
+    monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
     source: str = "built-in defaults"
 
     @property
@@ -131,6 +149,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "organisatie": OrganisatieConfig,
     "smtp": SmtpConfig,
     "replies": RepliesConfig,
+    "monitoring": MonitoringConfig,
 }
 _INLINE_SECRETS = {"password": "password", "secret": "password", "token": "token", "access_token": "token"}
 
@@ -169,6 +188,7 @@ def _load_file(path: Path) -> Config:
     mailboxes = _load_mailboxes(data.get("mailbox"), where)
     config = Config(mailboxes=mailboxes, source=where, **sections)
     _check_security(config)
+    _check_monitoring(config.monitoring, where)
     return config
 
 
@@ -254,6 +274,29 @@ def _check_security(config: Config) -> None:
                 f"{config.source}: [smtp] uses security = \"none\" to {smtp.host}; "
                 "plain text is only allowed to a loopback host; use tls or starttls"
             )
+
+
+def _check_monitoring(monitoring: MonitoringConfig, where: str) -> None:
+    """Thresholds that cannot work: negative, a warning after its critical, or a heartbeat that always looks late."""
+    for item in dataclasses.fields(monitoring):
+        if getattr(monitoring, item.name) < 0:
+            raise ConfigError(f"{where}: monitoring.{item.name} must be 0 (off) or more")
+    if monitoring.heartbeat_interval <= 0:
+        raise ConfigError(f"{where}: monitoring.heartbeat_interval must be more than 0 seconds")
+    for check in ("poll", "review", "outbox_pending"):
+        warning = getattr(monitoring, f"{check}_warning_minutes")
+        critical = getattr(monitoring, f"{check}_critical_minutes")
+        if warning and critical and warning > critical:
+            raise ConfigError(
+                f"{where}: monitoring.{check}_warning_minutes ({warning:g}) is more than "
+                f"{check}_critical_minutes ({critical:g}); the warning must come first"
+            )
+    critical_seconds = monitoring.heartbeat_critical_seconds
+    if critical_seconds and critical_seconds <= monitoring.heartbeat_interval:
+        raise ConfigError(
+            f"{where}: monitoring.heartbeat_critical_seconds ({critical_seconds:g}) must be more than "
+            f"heartbeat_interval ({monitoring.heartbeat_interval:g}), or a live service would look dead"
+        )
 
 
 _SECRETS: set[str] = set()

@@ -16,11 +16,13 @@ from ingest.poller import Poller, PollSettings
 from ingest.sources.base import SourceError
 from kcc.bounces import process_bounces
 from kcc.config import Config, MailboxConfig
+from kcc.status import Heartbeat, beat, forget_dead, remove_heartbeat
 from kcc.undelivered import report_undelivered
 from kcc.wiring import App
 from replies import relay as outbox_relay
 from replies.relay import RelaySettings, RelaySummary
 from replies.sentcopy import SentCopy
+from store.types import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +98,29 @@ def run_bounces(app: App, stop: threading.Event) -> None:
         stop.wait(app.config.replies.relay_interval)
 
 
+def run_heartbeat(app: App, stop: threading.Event, heartbeat: Heartbeat) -> None:
+    """Tell `kcc-mail status` this process is alive, every `monitoring.heartbeat_interval` seconds until `stop`."""
+    try:
+        for owner in forget_dead(app.uow(), app.config.monitoring):
+            log.warning("process %s died without stopping (its heartbeat stopped); forgotten", owner)
+    except Exception:  # the database may be away for a moment; the beats below try again
+        log.exception("could not clear the heartbeats of dead processes")
+    while not stop.is_set():
+        try:
+            beat(app.uow(), heartbeat)
+        except Exception:
+            log.exception("could not write the heartbeat; trying again in the next interval")
+        stop.wait(app.config.monitoring.heartbeat_interval)
+
+
+def stop_heartbeat(app: App, owner: str) -> None:
+    """A clean stop removes the row, so status says "not running" instead of "died"."""
+    try:
+        remove_heartbeat(app.uow(), owner)
+    except Exception:
+        log.exception("could not remove the heartbeat; status reports this process as died until the next start")
+
+
 def run_service(
     app: App, stop: threading.Event | None = None, *, intake: bool = True, relay: bool = True
 ) -> None:
@@ -123,6 +148,11 @@ def run_service(
                                         daemon=True))
     for thread in threads:
         thread.start()
+    heartbeat = Heartbeat(owner, utcnow(), tuple(m.name for m in app.config.mailboxes) if intake else (), relay)
+    heartbeat_stop = threading.Event()  # set once the mail in hand is finished: "running" until then
+    heartbeat_thread = threading.Thread(target=run_heartbeat, args=(app, heartbeat_stop, heartbeat),
+                                        name="heartbeat", daemon=True)
+    heartbeat_thread.start()
     log.info("kcc-mail running: intake for %s; relay %s",
              ", ".join(m.name for m in app.config.mailboxes) if intake else "none", "on" if relay else "off")
     while not stop.is_set() and any(t.is_alive() for t in threads):
@@ -130,3 +160,6 @@ def run_service(
     stop.set()
     for thread in threads:
         thread.join(timeout=30)
+    heartbeat_stop.set()
+    heartbeat_thread.join(timeout=5)  # only a beat stuck on a hung database takes this long
+    stop_heartbeat(app, owner)
