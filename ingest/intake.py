@@ -7,6 +7,8 @@ so a slow mail never holds a database lock.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import traceback
 import uuid
 from collections.abc import Callable
@@ -258,7 +260,10 @@ def acquire_lease(uow: UnitOfWork, mailbox: str, owner: str, seconds: int = LEAS
         if state is None:
             state = MailboxState(mailbox=mailbox, high_water_uid=0)
             session.add(state)
-        elif state.lease_owner not in ("", owner) and state.lease_until is not None and state.lease_until > now:
+        elif (
+            state.lease_owner not in ("", owner) and state.lease_until is not None and state.lease_until > now
+            and not holder_is_gone(state.lease_owner)
+        ):
             return None
         state.lease_owner, state.lease_until = owner, now + timedelta(seconds=seconds)
         try:
@@ -266,6 +271,26 @@ def acquire_lease(uow: UnitOfWork, mailbox: str, owner: str, seconds: int = LEAS
         except IntegrityError:  # another process created the row at the same moment; it wins this round
             return None
         return state
+
+
+def holder_is_gone(owner: str) -> bool:
+    """True when the lease holder was a process on this host that no longer exists (killed, crashed).
+
+    Without this, a service restarted after a crash would not poll for up to LEASE_SECONDS. Owners are named
+    `host:pid:…` (kcc.service.process_owner). A holder on another host, or one that cannot be checked, counts as
+    alive: its lease simply runs out.
+    """
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # it exists, but belongs to another user
+        return False
+    return False
 
 
 def release_lease(uow: UnitOfWork, mailbox: str, owner: str) -> None:

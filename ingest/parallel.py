@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
+import select
+import threading
+import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
@@ -19,6 +23,37 @@ log = logging.getLogger(__name__)
 
 def _analyse(raw: bytes, received_at: datetime, max_mail_bytes: int, options: ClassifyOptions, digest: str) -> Analysis:
     return analyse(raw, received_at, max_mail_bytes=max_mail_bytes, options=options, digest=digest)
+
+
+def _leave_with(service: int) -> None:
+    """Worker initializer: exit as soon as the service process that started the pool is gone.
+
+    A service killed with SIGKILL (or by the OOM killer) cannot shut its pool down, and an idle worker waits on its
+    task queue for ever, keeping the forkserver and the resource tracker alive with it: every crash would leave
+    processes behind. Linux tells a pidfd's reader when that process exits; elsewhere, look once a second.
+    """
+
+    def watch() -> None:
+        try:
+            pidfd = os.pidfd_open(service)
+        except (AttributeError, OSError):
+            while _alive(service):
+                time.sleep(1.0)
+        else:
+            select.select([pidfd], [], [])
+        os._exit(0)
+
+    threading.Thread(target=watch, name="watch-service", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 class AnalysePool:
@@ -35,7 +70,9 @@ class AnalysePool:
             # forkserver: workers are forked from a clean single-threaded server, never from the service's threads
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload(["ingest.intake"])
-            self._executor = ProcessPoolExecutor(max_workers=self._workers, mp_context=context)
+            self._executor = ProcessPoolExecutor(
+                max_workers=self._workers, mp_context=context, initializer=_leave_with, initargs=(os.getpid(),)
+            )
         return self._executor.submit(_analyse, raw, received_at, self._max_mail_bytes, self._options, digest)
 
     def result(self, future: Future[Analysis], raw: bytes, received_at: datetime, digest: str) -> Analysis:

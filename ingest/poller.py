@@ -15,6 +15,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from ingest.intake import (
     Analysis,
     ClassifyOptions,
@@ -86,14 +88,14 @@ class Poller:
         """Fetch everything new (a full re-scan after a UIDVALIDITY change) and return the counts."""
         state = acquire_lease(self._uow(), self.mailbox, self._owner)
         if state is None:
-            log.info("mailbox=%s is being polled by another process; skipped", self.mailbox)
+            log.info("mailbox=%s is being polled by another process; skipped", self.mailbox, extra=self._context)
             return IntakeSummary()
         status = self._source.open()
         rescan = state.uidvalidity is not None and state.uidvalidity != status.uidvalidity
         if rescan:
             log.warning(
                 "mailbox=%s UIDVALIDITY changed from %s to %s; re-scanning the folder, matching by sha256",
-                self.mailbox, state.uidvalidity, status.uidvalidity,
+                self.mailbox, state.uidvalidity, status.uidvalidity, extra=self._context,
             )
         above = 0 if rescan or state.uidvalidity is None else state.high_water_uid
         self._known = stored_digests(self._uow(), self.mailbox) if rescan else None
@@ -128,7 +130,7 @@ class Poller:
                 if isinstance(item, MailCommandError):
                     summary.errors += 1
                     summary.failures.append(str(item))
-                    log.warning("mailbox=%s fetch failed: %s", self.mailbox, item)
+                    log.warning("mailbox=%s fetch failed: %s", self.mailbox, item, extra=self._context)
                     continue
                 summary.fetched += 1
                 in_flight.append(self._start_parsing(item))
@@ -176,10 +178,11 @@ class Poller:
             summary.duplicates += 1
         elif mail.state == "quarantaine":
             summary.quarantined += 1
-            log.warning("mailbox=%s mail=%s quarantined reason=%s", self.mailbox, mail.id, mail.reason)
+            log.warning("mailbox=%s mail=%s quarantined reason=%s", self.mailbox, mail.id, mail.reason,
+                        extra=self._context | {"mail": mail.id})
         else:
             summary.stored += 1
-            log.info("mailbox=%s mail=%s stored", self.mailbox, mail.id)
+            log.info("mailbox=%s mail=%s stored", self.mailbox, mail.id, extra=self._context | {"mail": mail.id})
         return fetched.ref
 
     def _record_failure(self, uidvalidity: int, error: str) -> None:
@@ -188,8 +191,9 @@ class Poller:
                 self._uow(), self.mailbox, self._owner, uidvalidity=uidvalidity, high_water_uid=None,
                 error=error, success=False,
             )
-        except Exception:  # the database may be what failed; the caller's error is the one that matters
-            log.exception("mailbox=%s could not record the failed poll", self.mailbox)
+        except Exception as exc:  # the database may be what failed; the caller's error is the one that matters
+            log.error("mailbox=%s could not record the failed poll: %s", self.mailbox, _safe(exc),
+                      extra=self._context)
 
     def run_forever(self) -> None:
         """Poll until stopped: IDLE where the server has it, else every poll_interval; catch up after reconnects."""
@@ -203,11 +207,12 @@ class Poller:
             except SourceError as exc:
                 problem = f"unreachable ({exc})"
             except Exception as exc:  # the database or a bug; the service must keep going for the other mail
-                log.exception("mailbox=%s poll failed", self.mailbox)
+                log.error("mailbox=%s poll failed: %s", self.mailbox, _safe(exc), extra=self._context)
+                log.debug("mailbox=%s poll failure", self.mailbox, exc_info=True, extra=self._context)
                 problem = f"poll failed ({type(exc).__name__})"
             failures += 1
             delay = min(MAX_BACKOFF_SECONDS, 2 ** min(failures, 6)) * random.uniform(0.5, 1.0)
-            log.warning("mailbox=%s %s; retrying in %.0f s", self.mailbox, problem, delay)
+            log.warning("mailbox=%s %s; retrying in %.0f s", self.mailbox, problem, delay, extra=self._context)
             self._source.close()
             self._stop.wait(delay)
         self.close()
@@ -221,7 +226,13 @@ class Poller:
         try:
             release_lease(self._uow(), self.mailbox, self._owner)
         except Exception:
-            log.warning("mailbox=%s could not release its lease; it expires by itself", self.mailbox)
+            log.warning("mailbox=%s could not release its lease; it expires by itself", self.mailbox,
+                        extra=self._context)
+
+    @property
+    def _context(self) -> dict[str, object]:
+        """The ids a log line of this poller carries as JSON keys (see kcc.logs.CONTEXT_FIELDS)."""
+        return {"mailbox": self.mailbox}
 
     def _wait_for_mail(self) -> None:
         """Wait in short slices so a stop request is honoured within seconds; scan when woken or when due."""
@@ -231,3 +242,12 @@ class Poller:
             if self._source.wait(timeout):
                 return
             waited += timeout
+
+
+def _safe(exc: BaseException) -> str:
+    """An error for a log line at ERROR: a database error's SQL parameters hold mail text and addresses, so only
+    the kinds of error are named (the full error is logged at DEBUG)."""
+    if isinstance(exc, SQLAlchemyError):
+        orig = getattr(exc, "orig", None)
+        return f"{type(exc).__name__}: {type(orig).__name__ if orig is not None else 'database error'}"
+    return f"{type(exc).__name__}: {exc}"

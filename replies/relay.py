@@ -278,7 +278,7 @@ def finish_accepted(
     for claimed, _ in done:
         if claimed.outbox_id in ours:
             statuses.append("sent")
-            log.info("outbox %s: sent (attempt %s)", claimed.outbox_id, claimed.attempt)
+            log.info("outbox=%s sent attempt=%s", claimed.outbox_id, claimed.attempt, extra=_ids(claimed.outbox_id))
         else:
             statuses.append(None)
             _lease_lost(claimed, "sent")
@@ -315,29 +315,35 @@ def _report(session: Session, outbox: OutboxMessage, reason: str, on_undelivered
         with session.begin_nested():
             on_undelivered(session, outbox, reason)
     except Exception as exc:  # the status must be recorded even when the follow-up cannot be
-        log.error("outbox %s: %s, but registering the follow-up failed (%s); create a task for the KCC by hand",
-                  outbox.id, outbox.status, _safe(exc))
+        log.error("outbox=%s %s, but registering the follow-up failed (%s); create a task for the KCC by hand",
+                  outbox.id, outbox.status, _safe(exc), extra=_ids(outbox.id))
         outbox.last_smtp_reply = f"{outbox.last_smtp_reply} [follow-up not registered: {_safe(exc)}]"
 
 
 def _lease_lost(claimed: Claim, status: str) -> None:
     log.warning(
-        "outbox %s: attempt %s ended %s, but its lease was expired or taken over; the row was left as it is "
-        "(see `kcc-mail outbox list`)", claimed.outbox_id, claimed.attempt, status,
+        "outbox=%s attempt %s ended %s, but its lease was expired or taken over; the row was left as it is "
+        "(see `kcc-mail outbox list`)", claimed.outbox_id, claimed.attempt, status, extra=_ids(claimed.outbox_id),
     )
+
+
+def _ids(outbox_id: int) -> dict[str, object]:
+    """The outbox id as a JSON key of the log line (see kcc.logs.CONTEXT_FIELDS)."""
+    return {"outbox": outbox_id}
 
 
 def _log_outcome(claimed: Claim, decision: Decision, delivery: Delivery) -> None:
     """Ids and reply codes only: a server's reply text can name the recipient."""
     if decision.status == "sent":
-        log.warning("outbox %s: sent, but refused for some recipients (codes %s); task created",
-                    claimed.outbox_id, delivery.codes)
+        log.warning("outbox=%s sent, but refused for some recipients (codes %s); task created",
+                    claimed.outbox_id, delivery.codes, extra=_ids(claimed.outbox_id))
     elif decision.status == "retry":
-        log.warning("outbox %s: temporarily refused (attempt %s, codes %s); next try at %s", claimed.outbox_id,
-                    claimed.attempt, delivery.codes, f"{decision.next_attempt_at:%Y-%m-%d %H:%M:%S}")
+        log.warning("outbox=%s temporarily refused attempt=%s codes=%s; next try at %s", claimed.outbox_id,
+                    claimed.attempt, delivery.codes, f"{decision.next_attempt_at:%Y-%m-%d %H:%M:%S}",
+                    extra=_ids(claimed.outbox_id))
     else:
-        log.warning("outbox %s: failed (attempt %s, codes %s); task created for the KCC", claimed.outbox_id,
-                    claimed.attempt, delivery.codes)
+        log.warning("outbox=%s failed attempt=%s codes=%s; task created for the KCC", claimed.outbox_id,
+                    claimed.attempt, delivery.codes, extra=_ids(claimed.outbox_id))
 
 
 def release(uow: UnitOfWork, claims: list[Claim], *, now: datetime) -> None:
@@ -373,8 +379,8 @@ def expire_leases(uow: UnitOfWork, *, now: datetime) -> int:
                 f"{outbox.lease_until:%Y-%m-%d %H:%M:%S} UTC; the server may or may not have the message. Check, "
                 f"then `kcc-mail outbox resend {outbox.id}` or `kcc-mail outbox mark-sent {outbox.id}`"
             )
-            log.warning("outbox %s: uncertain: lease expired during attempt %s; not resent without an operator",
-                        outbox.id, outbox.attempts)
+            log.warning("outbox=%s uncertain: lease expired during attempt %s; not resent without an operator",
+                        outbox.id, outbox.attempts, extra=_ids(outbox.id))
         uow.commit()
     return len(rows)
 

@@ -92,8 +92,9 @@ class ImapSource:
             except _CONNECTION_LOST as exc:
                 self._drop()
                 last = exc
-                log.warning("mailbox %s: connecting to %s failed (try %d of %d): %s",
-                            self.mailbox, self._address, attempt + 1, self._attempts, self._redact(str(exc)))
+                log.warning("mailbox=%s connecting to %s failed (try %d of %d): %s",
+                            self.mailbox, self._address, attempt + 1, self._attempts, self._redact(str(exc)),
+                            extra=self._context)
         raise self._error(
             f"cannot connect after {self._attempts} tries: {_describe(last)}",
             "that the server is up and reachable and that host, port and security in the configuration match it",
@@ -242,7 +243,7 @@ class ImapSource:
         except BaseException:
             _shutdown(client)
             raise
-        log.info("mailbox %s: connected to %s as %s", self.mailbox, self._address, self._config.username)
+        log.info("mailbox=%s connected to %s", self.mailbox, self._address, extra=self._context)
         return client
 
     def _login(self, client: Any) -> None:
@@ -319,8 +320,8 @@ class ImapSource:
         """One UID FETCH for the batch; when the server refuses it, each mail is tried alone to find the bad one."""
         for ref in batch:
             if ref.size is not None and ref.size > self._max_mail_bytes:
-                log.info("mailbox %s: UID %s is %d bytes, above the limit; fetched to be kept in quarantine",
-                         self.mailbox, ref.uid, ref.size)
+                log.info("mailbox=%s uid=%s is %d bytes, above the limit; fetched to be kept in quarantine",
+                         self.mailbox, ref.uid, ref.size, extra=self._context)
         uids = [ref.uid for ref in batch if ref.uid is not None]
         try:
             response = self._call("UID FETCH BODY.PEEK[]", lambda c: c.fetch(uids, ["BODY.PEEK[]", "INTERNALDATE"]))
@@ -359,7 +360,7 @@ class ImapSource:
         folder = self._config.processed_folder
         if not self._call("LIST", lambda c: c.folder_exists(folder)):
             self._call(f"CREATE {folder}", lambda c: c.create_folder(folder))
-            log.info("mailbox %s: created processed folder %r", self.mailbox, folder)
+            log.info("mailbox=%s created processed folder %r", self.mailbox, folder, extra=self._context)
         self._processed_folder_ready = True
 
     def _keyword_adder(self) -> Callable[[Any, list[int]], object]:
@@ -422,6 +423,11 @@ class ImapSource:
         return woke or _announces_mail(responses)
 
     # --- messages -------------------------------------------------------------------------------------------
+
+    @property
+    def _context(self) -> dict[str, object]:
+        """The ids a log line carries as JSON keys (see kcc.logs.CONTEXT_FIELDS)."""
+        return {"mailbox": self.mailbox}
 
     def _message(self, what: str, check: str) -> str:
         text = (f"mailbox {self.mailbox!r} ({self._address}, user {self._config.username!r}, "

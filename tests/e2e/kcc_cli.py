@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -24,24 +26,80 @@ def kcc_mail(
 
 def write_config(
     directory: Path, database_url: str, *, imap: ImapUser | None = None, smtp_port: int | None = None,
-    extra: str = "",
+    extra: str = "", imap_port: int | None = None, mailbox_extra: str = "", smtp_extra: str = "",
+    timeout: float = 10.0, mailbox_name: str = "info",
 ) -> Path:
     """A kcc-mail.toml in `directory`: the test database, an IMAP mailbox on the private Dovecot (else a
-    Maildir), plain SMTP to a test server on loopback (else the .eml directory), plus `extra` TOML."""
+    Maildir), plain SMTP to a test server on loopback (else the .eml directory), plus `extra` TOML.
+
+    `imap_port` points the mailbox at another loopback port (a fault proxy in front of Dovecot); `mailbox_extra`
+    and `smtp_extra` are TOML lines added to the [[mailbox]] and [smtp] tables; `timeout` is both their timeout.
+    """
     if imap is not None:
         mailbox = (
-            f'kind = "imap"\nhost = "{imap.server.host}"\nport = {imap.server.port}\nsecurity = "none"\n'
-            f'username = "{imap.name}"\npassword_file = "{imap.password_file}"\ntimeout = 10.0\n'
+            f'kind = "imap"\nhost = "{imap.server.host}"\nport = {imap_port or imap.server.port}\n'
+            f'security = "none"\nusername = "{imap.name}"\npassword_file = "{imap.password_file}"\n'
+            f"timeout = {timeout}\n"
         )
     else:
         mailbox = f'kind = "maildir"\npath = "{directory / "mail"}"\n'
     if smtp_port is not None:
-        smtp = f'kind = "smtp"\nhost = "127.0.0.1"\nport = {smtp_port}\nsecurity = "none"\ntimeout = 10.0\n'
+        smtp = f'kind = "smtp"\nhost = "127.0.0.1"\nport = {smtp_port}\nsecurity = "none"\ntimeout = {timeout}\n'
     else:
         smtp = f'kind = "directory"\ndirectory = "{directory / "outgoing"}"\n'
     (directory / "kcc-mail.toml").write_text(
-        f'[database]\nurl = "{database_url}"\n\n[[mailbox]]\nname = "info"\n{mailbox}\n[smtp]\n{smtp}'
+        f'[database]\nurl = "{database_url}"\n\n[[mailbox]]\nname = "{mailbox_name}"\n{mailbox}{mailbox_extra}\n'
+        f'[smtp]\n{smtp}{smtp_extra}'
         f'from_address = "info@gemeente.example"\nfrom_name = "Gemeente Voorbeeld"\n\n{extra}',
         encoding="utf-8",
     )
     return directory
+
+
+def start_kcc_mail(
+    *args: str, cwd: Path, log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """`kcc-mail ARGS` in the background, stdout and stderr appended to `log` (a pipe could fill up and block
+    a long-running service). It runs in a session of its own, so the processes it starts can be found by
+    `session_processes` and none outlives the test."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("KCC_")}
+    environment.update(env or {})
+    with log.open("ab") as output:
+        return subprocess.Popen(
+            [sys.executable, "-m", "kcc", *args], cwd=cwd, env=environment, stdin=subprocess.DEVNULL,
+            stdout=output, stderr=output, start_new_session=True,
+        )
+
+
+def session_processes(session_id: int) -> list[int]:
+    """The pids of the live (not zombie) processes in session `session_id`, read from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[-1].split()
+        if len(fields) > 3 and fields[0] != "Z" and int(fields[3]) == session_id:
+            found.append(int(entry.name))
+    return found
+
+
+def end_session(process: subprocess.Popen[bytes]) -> None:
+    """Kill what is left of a service started by `start_kcc_mail` (its own pid, then its session's)."""
+    if process.poll() is None:
+        process.kill()
+        process.wait(timeout=30)
+    for pid in session_processes(process.pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The highest resident memory the process has had (VmHWM), in MB; read it before the process exits."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM for process {pid}")
