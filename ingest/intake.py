@@ -302,16 +302,19 @@ def release_lease(uow: UnitOfWork, mailbox: str, owner: str) -> None:
 
 
 def record_progress(
-    uow: UnitOfWork, mailbox: str, owner: str, *, uidvalidity: int, high_water_uid: int | None,
+    uow: UnitOfWork, mailbox: str, owner: str, *, uidvalidity: int | None, high_water_uid: int | None,
     error: str = "", success: bool = True,
 ) -> None:
-    """Move the high-water mark (only forward within one UIDVALIDITY) and note the poll's outcome."""
+    """Move the high-water mark (only forward within one UIDVALIDITY) and note the poll's outcome.
+
+    `uidvalidity` None: the folder could not even be opened; only the error is noted.
+    """
     now = utcnow()
     with uow:
         state = uow.session.get(MailboxState, mailbox, with_for_update=True)
         if state is None or state.lease_owner != owner:
             return  # our lease was taken over; the new holder keeps its own progress
-        if state.uidvalidity != uidvalidity:
+        if uidvalidity is not None and state.uidvalidity != uidvalidity:
             state.uidvalidity, state.high_water_uid = uidvalidity, 0
         if high_water_uid is not None and high_water_uid > state.high_water_uid:
             state.high_water_uid = high_water_uid

@@ -90,7 +90,11 @@ class Poller:
         if state is None:
             log.info("mailbox=%s is being polled by another process; skipped", self.mailbox, extra=self._context)
             return IntakeSummary()
-        status = self._source.open()
+        try:
+            status = self._source.open()
+        except SourceError as exc:  # e.g. login refused, an expired token: `kcc-mail status` must show why
+            self._record_failure(None, str(exc))
+            raise
         rescan = state.uidvalidity is not None and state.uidvalidity != status.uidvalidity
         if rescan:
             log.warning(
@@ -185,7 +189,7 @@ class Poller:
             log.info("mailbox=%s mail=%s stored", self.mailbox, mail.id, extra=self._context | {"mail": mail.id})
         return fetched.ref
 
-    def _record_failure(self, uidvalidity: int, error: str) -> None:
+    def _record_failure(self, uidvalidity: int | None, error: str) -> None:
         try:
             record_progress(
                 self._uow(), self.mailbox, self._owner, uidvalidity=uidvalidity, high_water_uid=None,

@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import click
+from sqlalchemy.exc import DBAPIError
 
 from kcc.config import Config, ConfigError, load_config
-from kcc.logs import configure_logging
+from kcc.logs import configure_logging, describe
 from kcc.wiring import App, build_app
 from store.schema import SchemaOutOfDate, require_current
 
@@ -61,6 +62,15 @@ class KccGroup(click.Group):
         except tuple(REFUSALS) as exc:
             click.echo(f"kcc-mail: {exc}", err=True)
             sys.exit(1)
+        except DBAPIError as exc:
+            click.echo(
+                f"kcc-mail: the database failed during this command ({describe(exc)}). A decision is stored "
+                "completely or not at all, but if the connection broke while it was being committed it may be "
+                "stored: check with `kcc-mail queue show ID` before deciding again, and `kcc-mail check` for "
+                "the database.",
+                err=True,
+            )
+            sys.exit(2)
 
 
 @click.group(cls=KccGroup)

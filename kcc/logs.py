@@ -60,3 +60,24 @@ def configure_logging(level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    if level.upper() != "DEBUG":  # the schema check's "Context impl …" lines are noise to an operator
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def log_failure(logger: logging.Logger, message: str, exc: BaseException) -> None:
+    """One ERROR line naming the kind of failure; the traceback only at DEBUG (it may quote mail data)."""
+    logger.error("%s: %s", message, describe(exc))
+    logger.debug("%s", message, exc_info=exc)
+
+
+def describe(exc: BaseException) -> str:
+    """The error's type and its first line; a database error's driver error type, never its statement."""
+    original = getattr(exc, "orig", None)
+    if original is not None:
+        return f"{type(exc).__name__} ({type(original).__name__}: {_first_line(original)})"
+    return f"{type(exc).__name__}: {_first_line(exc)}"
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).splitlines()
+    return lines[0] if lines else ""

@@ -16,6 +16,7 @@ from ingest.poller import Poller, PollSettings
 from ingest.sources.base import SourceError
 from kcc.bounces import process_bounces
 from kcc.config import Config, MailboxConfig
+from kcc.logs import log_failure
 from kcc.status import Heartbeat, beat, forget_dead, remove_heartbeat
 from kcc.undelivered import report_undelivered
 from kcc.wiring import App
@@ -93,8 +94,8 @@ def run_bounces(app: App, stop: threading.Event) -> None:
     while not stop.is_set():
         try:
             process_bounces(app.uow)
-        except Exception:  # the database may be away for a moment; the next round tries again
-            log.exception("matching bounces to replies failed; trying again in the next round")
+        except Exception as exc:  # the database may be away for a moment; the next round tries again
+            log_failure(log, "matching bounces to replies failed; trying again in the next round", exc)
         stop.wait(app.config.replies.relay_interval)
 
 
@@ -103,13 +104,13 @@ def run_heartbeat(app: App, stop: threading.Event, heartbeat: Heartbeat) -> None
     try:
         for owner in forget_dead(app.uow(), app.config.monitoring):
             log.warning("process %s died without stopping (its heartbeat stopped); forgotten", owner)
-    except Exception:  # the database may be away for a moment; the beats below try again
-        log.exception("could not clear the heartbeats of dead processes")
+    except Exception as exc:  # the database may be away for a moment; the beats below try again
+        log_failure(log, "could not clear the heartbeats of dead processes", exc)
     while not stop.is_set():
         try:
             beat(app.uow(), heartbeat)
-        except Exception:
-            log.exception("could not write the heartbeat; trying again in the next interval")
+        except Exception as exc:
+            log_failure(log, "could not write the heartbeat; trying again in the next interval", exc)
         stop.wait(app.config.monitoring.heartbeat_interval)
 
 
@@ -117,8 +118,8 @@ def stop_heartbeat(app: App, owner: str) -> None:
     """A clean stop removes the row, so status says "not running" instead of "died"."""
     try:
         remove_heartbeat(app.uow(), owner)
-    except Exception:
-        log.exception("could not remove the heartbeat; status reports this process as died until the next start")
+    except Exception as exc:
+        log_failure(log, "could not remove the heartbeat; status says this process died until the next start", exc)
 
 
 def run_service(

@@ -265,3 +265,21 @@ def test_two_processes_on_one_mailbox_store_each_mail_once(intake: App, imap_use
     assert sorted(r.subject for r in stored(intake)) == sorted(f"Gelijktijdig {i}" for i in range(40))
     assert "fetched=0 stored=0 quarantined=0 duplicates=0" in summaries  # the lease kept the second one out
     assert all(KEYWORD in flags for _, flags in server_mails(imap_user).values())
+
+
+def test_a_refused_login_is_recorded_for_status(
+    engine: Engine, database_url: str, tmp_path: Path, imap_user: ImapUser
+) -> None:
+    from conftest import make_config
+
+    wrong = tmp_path / "verkeerd-wachtwoord"
+    wrong.write_text("dit-is-niet-het-wachtwoord")
+    mailbox = imap_user.mailbox_config(name=imap_user.name, password_file=str(wrong))
+    app = build_app(make_config(database_url, tmp_path, mailboxes=(mailbox,)), engine=engine)
+    summary, unreachable = poll_once(app, app.config.mailboxes)
+    assert len(unreachable) == 1 and imap_user.name in unreachable[0]
+    with app.uow() as uow:
+        state = uow.session.get(MailboxState, imap_user.name)
+        assert state is not None and state.last_success_at is None
+        assert "login" in state.last_error.lower() or "auth" in state.last_error.lower()
+        assert "dit-is-niet-het-wachtwoord" not in state.last_error

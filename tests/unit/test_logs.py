@@ -28,3 +28,16 @@ def test_json_lines_carry_the_ids(capsys: pytest.CaptureFixture[str]) -> None:
     assert (line["level"], line["logger"], line["message"]) == ("INFO", "ingest.poller", "stored")
     assert (line["mailbox"], line["mail"]) == ("info", 12)
     assert line["time"].endswith("+00:00")
+
+
+def test_a_failure_is_one_error_line_with_the_traceback_only_at_debug(capsys: pytest.CaptureFixture[str]) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from kcc.logs import log_failure
+
+    error = OperationalError("INSERT INTO inbound_mail …", {"subject": "Mijn geheime vraag"}, Exception("gone"))
+    configure_logging("INFO", "text")
+    log_failure(logging.getLogger("kcc.service"), "writing failed", error)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "writing failed: OperationalError (Exception: gone)" in lines[0]
+    assert "Mijn geheime vraag" not in lines[0]
