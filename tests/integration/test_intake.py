@@ -276,7 +276,7 @@ def test_a_refused_login_is_recorded_for_status(
     wrong.write_text("dit-is-niet-het-wachtwoord")
     mailbox = imap_user.mailbox_config(name=imap_user.name, password_file=str(wrong))
     app = build_app(make_config(database_url, tmp_path, mailboxes=(mailbox,)), engine=engine)
-    summary, unreachable = poll_once(app, app.config.mailboxes)
+    _, unreachable = poll_once(app, app.config.mailboxes)
     assert len(unreachable) == 1 and imap_user.name in unreachable[0]
     with app.uow() as uow:
         state = uow.session.get(MailboxState, imap_user.name)
