@@ -25,20 +25,20 @@ def _analyse(raw: bytes, received_at: datetime, max_mail_bytes: int, options: Cl
     return analyse(raw, received_at, max_mail_bytes=max_mail_bytes, options=options, digest=digest)
 
 
-def _leave_with(service: int) -> None:
-    """Worker initializer: exit as soon as the service process that started the pool is gone.
+def leave_with(service: int) -> None:
+    """Worker initializer: exit as soon as the process that started the pool is gone.
 
     A service killed with SIGKILL (or by the OOM killer) cannot shut its pool down, and an idle worker waits on its
     task queue for ever, keeping the forkserver and the resource tracker alive with it: every crash would leave
-    processes behind. Linux tells a pidfd's reader when that process exits; elsewhere, look once a second.
+    processes behind. Linux tells a pidfd's reader when that process exits; elsewhere, look twice a second.
     """
 
     def watch() -> None:
         try:
             pidfd = os.pidfd_open(service)
-        except (AttributeError, OSError):
+        except (AttributeError, OSError):  # no pidfd here, or the process is gone already
             while _alive(service):
-                time.sleep(1.0)
+                time.sleep(0.5)
         else:
             select.select([pidfd], [], [])
         os._exit(0)
@@ -47,13 +47,18 @@ def _leave_with(service: int) -> None:
 
 
 def _alive(pid: int) -> bool:
+    """Is `pid` alive? A zombie (killed, not yet reaped) is not."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rpartition(b")")[2].split()[0] not in (b"Z", b"X")
+    except FileNotFoundError:
         return False
-    except OSError:
+    except OSError:  # no /proc (not Linux): ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
         return True
-    return True
 
 
 class AnalysePool:
@@ -71,7 +76,7 @@ class AnalysePool:
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload(["ingest.intake"])
             self._executor = ProcessPoolExecutor(
-                max_workers=self._workers, mp_context=context, initializer=_leave_with, initargs=(os.getpid(),)
+                max_workers=self._workers, mp_context=context, initializer=leave_with, initargs=(os.getpid(),)
             )
         return self._executor.submit(_analyse, raw, received_at, self._max_mail_bytes, self._options, digest)
 

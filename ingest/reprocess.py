@@ -25,10 +25,7 @@ import logging
 import multiprocessing
 import os
 import pickle
-import select as io_select
 import signal
-import threading
-import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -50,6 +47,7 @@ from ingest.intake import (
     fill_headers_only,
     fill_parsed_fields,
 )
+from ingest.parallel import leave_with
 from store.audit import AuditEvent
 from store.blobs import put_blob
 from store.mail import MAIL_STATE, Blob, InboundAttachment, InboundMail
@@ -110,8 +108,6 @@ PAGE_SIZE = 500
 """Mail ids read per selection query, so a selection of millions never sits in memory as a whole."""
 WORKER_NICENESS = 10
 """Workers yield the CPU to the main process (the database writer), never to other programs' fair share."""
-PARENT_CHECK_SECONDS = 0.5
-"""How often a pool worker checks that the main process still lives, where no pidfd can tell it."""
 MAX_ERRORS_IN_A_ROW = 25
 """After this many consecutive failures the run stops: the cause (a database down) is not in the mails."""
 REPROCESS_ACTOR = "kcc-mail reprocess"
@@ -310,34 +306,7 @@ def _start_worker(parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     with contextlib.suppress(OSError):
         os.nice(WORKER_NICENESS)
-    threading.Thread(target=_exit_with, args=(parent,), name="watch-parent", daemon=True).start()
-
-
-def _exit_with(parent: int) -> None:
-    """Wait until the main process is gone, then leave: a pidfd (Linux) says so at once, else look regularly."""
-    try:
-        pidfd = os.pidfd_open(parent)
-    except (AttributeError, OSError):  # no pidfd here, or the parent is gone already
-        while _running(parent):
-            time.sleep(PARENT_CHECK_SECONDS)
-    else:
-        io_select.select([pidfd], [], [])
-    os._exit(1)
-
-
-def _running(pid: int) -> bool:
-    """Is `pid` alive (a zombie, killed but not yet reaped, is not)?"""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            return stat.read().rpartition(b")")[2].split()[0] not in (b"Z", b"X")
-    except FileNotFoundError:
-        return False
-    except OSError:  # no /proc (not Linux): ask the kernel
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
+    leave_with(parent)
 
 
 def _pool_context() -> BaseContext:
