@@ -15,6 +15,7 @@ import psycopg
 import pytest
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
+from support.require import CORPUS, unavailable
 
 from kcc.config import Config, DatabaseConfig, MailboxConfig, SmtpConfig
 from kcc.wiring import App, build_app
@@ -25,7 +26,6 @@ pytest_plugins = ["support.fixtures"]
 
 REQUIRE_ALL = os.environ.get("KCC_REQUIRE_ALL") == "1"
 POSTGRES_URL = os.environ.get("KCC_TEST_POSTGRES_URL", "")
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -38,12 +38,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.longrepr = f"skipped under KCC_REQUIRE_ALL=1, which makes every skip a failure: {reason}"
 
 
-def _unavailable(reason: str) -> None:
-    if REQUIRE_ALL:
-        pytest.fail(f"{reason} (KCC_REQUIRE_ALL=1: every suite must run)")
-    pytest.skip(reason)
-
-
 def _admin_conninfo(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
@@ -52,7 +46,7 @@ def _admin_conninfo(url: str) -> str:
 def postgres_server() -> str:
     """The PostgreSQL server tests may create their own databases on."""
     if not POSTGRES_URL:
-        _unavailable("KCC_TEST_POSTGRES_URL is not set, so the PostgreSQL tests cannot run")
+        unavailable("KCC_TEST_POSTGRES_URL is not set, so the PostgreSQL tests cannot run")
     return POSTGRES_URL
 
 
@@ -115,5 +109,5 @@ def app(engine: Engine, database_url: str, tmp_path: Path) -> Iterator[App]:
 @pytest.fixture(scope="session")
 def corpus() -> Path:
     if not CORPUS.is_dir():
-        _unavailable(f"the shared mail corpus is not at {CORPUS}")
+        unavailable(f"the shared mail corpus is not at {CORPUS}")
     return CORPUS

@@ -6,7 +6,6 @@ integration test would hide a failure and so fails instead.
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from .dovecot import ImapUser, PrivateDovecot, dovecot_binary
+from .require import unavailable
 from .smtpserver import SmtpTestServer
 
 MISSING_DOVECOT = "dovecot is not installed: apt-get install -y dovecot-imapd"
@@ -21,11 +21,8 @@ MISSING_DOVECOT = "dovecot is not installed: apt-get install -y dovecot-imapd"
 
 def require_dovecot() -> None:
     """Skip (or, under KCC_REQUIRE_ALL=1, fail) the calling test when there is no dovecot binary."""
-    if dovecot_binary() is not None:
-        return
-    if os.environ.get("KCC_REQUIRE_ALL") == "1":
-        pytest.fail(f"{MISSING_DOVECOT} (KCC_REQUIRE_ALL=1 forbids skipping)")
-    pytest.skip(MISSING_DOVECOT)
+    if dovecot_binary() is None:
+        unavailable(MISSING_DOVECOT)
 
 
 def _running_dovecot(keep_log_in: Path, *, tls: bool) -> Iterator[PrivateDovecot]:

@@ -5,14 +5,11 @@ The corpus expectations below were checked by hand against the sample files.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from support.require import CORPUS, corpus_file, unavailable
 
 from ingest.classify import Classification, classify
 from ingest.parse import parse_mail
-
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus"
 
 CUSTOMER_MAIL = """From: Fatima el Amrani <fatima.elamrani@ziggo.nl>
 To: info@gemeente.nl
@@ -34,10 +31,7 @@ Fatima el Amrani
 
 
 def classify_corpus(relative: str) -> Classification:
-    path = CORPUS / relative
-    if not path.is_file():
-        pytest.skip(f"the shared corpus is not at {CORPUS} (expected beside the repository)")
-    return classify(parse_mail(path.read_bytes()))
+    return classify(parse_mail(corpus_file(relative).read_bytes()))
 
 
 def classify_text(
@@ -199,7 +193,7 @@ def test_bounces_yield_original_message_id_and_recipient(
 def test_most_flufl_bounce_samples_are_bounces() -> None:
     folder = CORPUS / "flufl-bounce" / "data"
     if not folder.is_dir():
-        pytest.skip(f"the shared corpus is not at {CORPUS}")
+        unavailable(f"the shared corpus is not at {CORPUS}")
     results = [classify(parse_mail(p.read_bytes())) for p in sorted(folder.iterdir())]
     bounces = sum(r.has("bounce") for r in results)
     automated = sum(r.no_automatic_answer for r in results)

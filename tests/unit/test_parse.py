@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from support.require import CORPUS, corpus_file, unavailable
 
 from ingest.parse import (
     MailLimitExceeded,
@@ -27,15 +28,11 @@ from ingest.parse import (
     safe_filename,
 )
 
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus"
 RECEIVED = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
 
 
 def corpus(relative: str) -> bytes:
-    path = CORPUS / relative
-    if not path.is_file():
-        pytest.skip(f"the shared corpus is not at {CORPUS} (expected beside the repository)")
-    return path.read_bytes()
+    return corpus_file(relative).read_bytes()
 
 
 def corpus_files() -> list[Path]:
@@ -90,7 +87,7 @@ def assert_database_safe(parsed: ParsedMail) -> None:
 def test_every_corpus_file_parses_or_raises_parse_error_quickly() -> None:
     files = corpus_files()
     if not files:
-        pytest.skip(f"the shared corpus is not at {CORPUS} (expected beside the repository)")
+        unavailable(f"the shared corpus is not at {CORPUS} (expected beside the repository)")
     outcome: dict[str, Counter[str]] = {}
     for path in files:
         folder = path.relative_to(CORPUS).parts[0]
@@ -119,7 +116,7 @@ def test_every_corpus_file_parses_or_raises_parse_error_quickly() -> None:
 def test_reply_bodies_without_header_are_unparseable_not_a_crash() -> None:
     bodies = [p for p in corpus_files() if "reply-bodies" in p.parts]
     if not bodies:
-        pytest.skip(f"the shared corpus is not at {CORPUS}")
+        unavailable(f"the shared corpus is not at {CORPUS}")
     results: Counter[str] = Counter()
     for path in bodies:
         try:
