@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from support.dovecot import ImapUser
+from support.procfs import process_stats
 
 
 def kcc_mail(
@@ -73,18 +74,9 @@ def start_kcc_mail(
 
 def session_processes(session_id: int) -> list[int]:
     """The pids of the live (not zombie) processes in session `session_id`, read from /proc."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[-1].split()
-        if len(fields) > 3 and fields[0] != "Z" and int(fields[3]) == session_id:
-            found.append(int(entry.name))
-    return found
+    return [
+        pid for pid, fields in process_stats() if len(fields) > 3 and fields[0] != "Z" and int(fields[3]) == session_id
+    ]
 
 
 def end_session(process: subprocess.Popen[bytes]) -> None:

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import base64
-import itertools
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 from support.mails import RECEIVED, customer_mail, with_attachment
+from support.mails import queue_mail as store
 
-from ingest.intake import ClassifyOptions, analyse, default_parser, store_mail
 from ingest.parse import ParsedMail
-from ingest.sources.base import FetchedMail, MailRef
 from kcc.actors import medewerker
 from kcc.contacts import show_contact
 from kcc.purge import PurgeError, blob_references, purge
@@ -33,7 +30,6 @@ from store.audit import AuditEvent
 from store.mail import Blob, InboundAttachment, InboundMail
 
 ANNA = medewerker("anna@gemeente.nl")
-_uids = itertools.count(1)
 LONG_AGO = datetime(2020, 1, 1, tzinfo=UTC)
 NOW = datetime(2021, 1, 1, tzinfo=UTC)  # purges here look back from 2021, so other tests' mails (2026) are safe
 
@@ -44,19 +40,6 @@ def failing_parser(raw: bytes, received_at: datetime) -> ParsedMail:
 
 def new_mailbox() -> str:
     return f"mb-{uuid.uuid4().hex[:8]}"
-
-
-def store(
-    app: App, raw: bytes, mailbox: str, *, parser: Any = default_parser, received_at: datetime = RECEIVED,
-    max_mail_bytes: int | None = None,
-) -> int:
-    limit = max_mail_bytes or app.config.storage.max_mail_bytes
-    analysis = analyse(raw, received_at, max_mail_bytes=limit, options=ClassifyOptions(), parser=parser)
-    uid = next(_uids)
-    fetched = FetchedMail(ref=MailRef(uid=uid, key=str(uid), size=len(raw)), raw=raw, internaldate=received_at)
-    mail = store_mail(app.uow(), mailbox, fetched, 1, analysis)
-    assert mail is not None
-    return mail.id
 
 
 def with_unique_attachment(tag: str) -> bytes:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -11,9 +10,10 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 from support.mails import RECEIVED, customer_mail, with_attachment
+from support.mails import queue_mail as store
 
 from ingest.classify import classify
-from ingest.intake import ClassifyOptions, analyse, default_parser, fill_parsed_fields, store_mail
+from ingest.intake import ClassifyOptions, default_parser, fill_parsed_fields
 from ingest.parse import ParsedMail, parse_mail
 from ingest.reprocess import (
     DERIVED_FIELDS,
@@ -25,7 +25,6 @@ from ingest.reprocess import (
     derived_of,
     reprocess,
 )
-from ingest.sources.base import FetchedMail, MailRef
 from kcc.actors import medewerker
 from kcc.contacts import show_contact
 from kcc.review import GeenOpvolging, dismiss, register
@@ -36,7 +35,6 @@ from store.mail import InboundMail
 
 ANNA = medewerker("anna@gemeente.nl")
 BUG_TRIGGER = b"X-Trigger-Parser-Bug: ja\r\n"
-_uids = itertools.count(1)
 
 
 # ------------------------------------------------------------------ parsers (module level: the pool pickles them)
@@ -65,20 +63,6 @@ def broken_parser(raw: bytes, received_at: datetime) -> ParsedMail:
 
 def new_mailbox() -> str:
     return f"mb-{uuid.uuid4().hex[:8]}"
-
-
-def store(
-    app: App, raw: bytes, mailbox: str, *, parser: Any = default_parser, received_at: datetime = RECEIVED,
-    max_mail_bytes: int | None = None,
-) -> int:
-    """Store `raw` as intake does, with the parser of that day."""
-    limit = max_mail_bytes or app.config.storage.max_mail_bytes
-    analysis = analyse(raw, received_at, max_mail_bytes=limit, options=ClassifyOptions(), parser=parser)
-    uid = next(_uids)
-    fetched = FetchedMail(ref=MailRef(uid=uid, key=str(uid), size=len(raw)), raw=raw, internaldate=received_at)
-    mail = store_mail(app.uow(), mailbox, fetched, 1, analysis)
-    assert mail is not None
-    return mail.id
 
 
 def settings(app: App, parser: Any = default_parser, **options: Any) -> AnalyseSettings:

@@ -29,6 +29,8 @@ from imapclient import IMAPClient
 
 from kcc.config import MailboxConfig, Security
 
+from .procfs import process_stats
+
 START_TIMEOUT = 5.0
 _USER_NAME = re.compile(r"[A-Za-z0-9._@-]+")
 
@@ -475,18 +477,7 @@ def _greets(host: str, port: int) -> bool:
 
 def _children(parent: int) -> list[int]:
     """Pids whose parent is `parent`, read from /proc."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[-1].split()
-        if len(fields) > 1 and int(fields[1]) == parent:
-            found.append(int(entry.name))
-    return found
+    return [pid for pid, fields in process_stats() if len(fields) > 1 and int(fields[1]) == parent]
 
 
 def _comm(pid: int) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from datetime import UTC, datetime
 
-from ingest.intake import ClassifyOptions, analyse, store_mail
+from ingest.intake import ClassifyOptions, Parser, analyse, default_parser, store_mail
 from ingest.sources.base import FetchedMail, MailRef
 from kcc.wiring import App
 
@@ -37,11 +37,15 @@ def with_attachment(text: str = "Zie de foto.", filename: str = "container.jpg")
     ).encode()
 
 
-def queue_mail(app: App, raw: bytes, *, mailbox: str = "info", received_at: datetime = RECEIVED) -> int:
-    """Store `raw` exactly as intake does after a fetch; returns the InboundMail id."""
+def queue_mail(
+    app: App, raw: bytes, mailbox: str = "info", *, received_at: datetime = RECEIVED,
+    parser: Parser = default_parser, max_mail_bytes: int | None = None,
+) -> int:
+    """Store `raw` exactly as intake does after a fetch (with the parser of that day); returns the InboundMail id."""
     uid = next(_uids)
     fetched = FetchedMail(ref=MailRef(uid=uid, key=str(uid), size=len(raw)), raw=raw, internaldate=received_at)
-    analysis = analyse(raw, received_at, max_mail_bytes=app.config.storage.max_mail_bytes, options=ClassifyOptions())
+    limit = max_mail_bytes or app.config.storage.max_mail_bytes
+    analysis = analyse(raw, received_at, max_mail_bytes=limit, options=ClassifyOptions(), parser=parser)
     mail = store_mail(app.uow(), mailbox, fetched, 1, analysis)
     assert mail is not None, "the test mail was stored before"
     return mail.id
