@@ -17,24 +17,22 @@ from datetime import datetime, timedelta
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 from email.utils import getaddresses, parseaddr
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, insert, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from ingest.classify import Classification, classify
 from ingest.parse import MailLimitExceeded, ParsedMail, ParseError, parse_mail
 from ingest.sources.base import FetchedMail
-from store.blobs import put_blob, sha256_hex
-from store.mail import InboundAttachment, InboundMail, MailboxState
+from store.blobs import sha256_hex
+from store.inbound import NewBlob, insert_inbound_mail
+from store.mail import InboundMail, MailboxState
 from store.types import strip_nul, utcnow
 from store.uow import UnitOfWork
-from store.upsert import insert_ignoring_duplicates
 
 log = logging.getLogger(__name__)
 
-ATTACHMENT_TABLE = cast(Table, InboundAttachment.__table__)
 LEASE_SECONDS = 180  # renewed at every poll (at least each poll_interval); a killed process's lease expires
 
 
@@ -141,7 +139,7 @@ def store_mail(
 ) -> StoredMail | None:
     """Store the raw bytes, attachments and the InboundMail row in one transaction; None when already stored.
 
-    Plain INSERTs rather than ORM objects: this runs once per mail at intake speed.
+    Plain INSERTs rather than ORM objects, one statement on PostgreSQL: this runs once per mail at intake speed.
     """
     uid = fetched.ref.uid
     values: dict[str, Any] = {
@@ -155,32 +153,32 @@ def store_mail(
     else:
         quarantine = {"state": "quarantaine", "reason": analysis.reason, "error": analysis.error}
         values |= header_fields(fetched.raw) | quarantine
+    parsed = analysis.parsed
+    blobs = [NewBlob(analysis.sha256, fetched.raw)]
+    attachments: list[dict[str, Any]] = []
+    if parsed is not None:
+        blobs += [NewBlob(a.sha256, a.data) for a in parsed.attachments]
+        attachments = attachment_rows(parsed)
     with uow:
-        session = uow.session
-        put_blob(session, fetched.raw, analysis.sha256)
         # The unique keys (mailbox, uidvalidity, uid) and (mailbox, sha256) decide what is a duplicate, also
         # against another process storing the same mail right now; any other refusal is raised.
-        statement = insert_ignoring_duplicates(session, InboundMail).returning(InboundMail.id)
-        mail_id = session.execute(statement, values).scalar_one_or_none()
+        mail_id = insert_inbound_mail(uow.session, blobs, values, attachments)
         if mail_id is None:
-            return None  # leaving the unit of work rolls back the blob too
-        if analysis.parsed is not None and analysis.parsed.attachments:
-            session.execute(insert(ATTACHMENT_TABLE), attachment_rows(session, mail_id, analysis.parsed))
+            return None  # leaving the unit of work rolls back whatever was not committed yet
         uow.commit()
     return StoredMail(mail_id, values["state"], values["reason"])
 
 
-def attachment_rows(session: Session, mail_id: int, parsed: ParsedMail) -> list[dict[str, Any]]:
-    """Store each attachment's bytes once and describe it for the inbound_attachment table."""
-    rows = []
-    for position, attachment in enumerate(parsed.attachments):
-        put_blob(session, attachment.data, attachment.sha256)
-        rows.append({
-            "inbound_mail_id": mail_id, "position": position, "bestandsnaam": attachment.filename[:255],
-            "formaat": attachment.content_type[:255], "size": len(attachment.data),
-            "blob_sha256": attachment.sha256, "inline": attachment.inline, "content_id": attachment.content_id or "",
-        })
-    return rows
+def attachment_rows(parsed: ParsedMail) -> list[dict[str, Any]]:
+    """Describe each attachment for the inbound_attachment table; its bytes go to a blob of the same sha256."""
+    return [
+        {
+            "position": position, "bestandsnaam": attachment.filename[:255],
+            "formaat": attachment.content_type[:255], "size": len(attachment.data), "blob_sha256": attachment.sha256,
+            "inline": attachment.inline, "content_id": attachment.content_id or "",
+        }
+        for position, attachment in enumerate(parsed.attachments)
+    ]
 
 
 def parsed_fields(parsed: ParsedMail, classification: Classification) -> dict[str, Any]:

@@ -9,6 +9,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from store.types import BinaryList
+
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """Create an engine; a SQLite file gets its folder, foreign keys, WAL and write-ahead locking.
@@ -23,7 +25,19 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30}, hide_parameters=True, **kwargs)
         _configure_sqlite(engine)
         return engine
-    return create_engine(url, pool_pre_ping=True, hide_parameters=True, **kwargs)
+    engine = create_engine(url, pool_pre_ping=True, hide_parameters=True, **kwargs)
+    if parsed.get_driver_name() == "psycopg":
+        _configure_psycopg(engine)
+    return engine
+
+
+def _configure_psycopg(engine: Engine) -> None:
+    """Send our BinaryList parameters (arrays of mail bytes, see store.types) in psycopg's binary format."""
+    from psycopg.types.array import ListBinaryDumper
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, connection_record: Any) -> None:
+        dbapi_connection.adapters.register_dumper(BinaryList, ListBinaryDumper)
 
 
 def _configure_sqlite(engine: Engine) -> None:

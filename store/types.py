@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import DateTime, Dialect, String, Text
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.types import TypeDecorator
 
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
@@ -66,3 +67,28 @@ class SafeText(_WithoutNul, TypeDecorator[str]):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+class BinaryList(list[Any]):
+    """A list the PostgreSQL driver sends as a binary array (registered in store.engine).
+
+    psycopg sends plain lists as text arrays, escaping every element: for an array of mail-sized bytea values that
+    costs more than the insert itself.
+    """
+
+
+class BinaryArray(TypeDecorator[list[Any]]):
+    """A PostgreSQL array parameter that travels in binary; its items keep their own bind processing."""
+
+    impl = postgresql.ARRAY
+    cache_ok = True
+
+    def bind_processor(self, dialect: Dialect) -> Any:
+        process = super().bind_processor(dialect)
+
+        def to_binary(value: Any) -> BinaryList | None:
+            if process is not None:
+                value = process(value)
+            return None if value is None else BinaryList(value)
+
+        return to_binary

@@ -134,15 +134,15 @@ def test_a_0001_database_makes_the_service_refuse_until_init_upgrades_it(tmp_pat
     run = kcc_mail("run", cwd=cwd, timeout=30)
     assert run.returncode == 2
     assert run.stderr.strip() == (
-        f"kcc-mail: the database at {url} has schema revision 0001, this kcc-mail needs 0002: "
+        f"kcc-mail: the database at {url} has schema revision 0001, this kcc-mail needs 0003: "
         "run `kcc-mail init` to create or upgrade it"
     )
     code, line, _ = status(cwd)
-    assert code == 2 and line.endswith("schema revision 0001, this kcc-mail needs 0002: run `kcc-mail init` to "
+    assert code == 2 and line.endswith("schema revision 0001, this kcc-mail needs 0003: run `kcc-mail init` to "
                                        "create or upgrade it")
 
     init = kcc_mail("init", cwd=cwd)
-    assert f"database {url}: schema upgraded from 0001 at 0002" in init.stdout
+    assert f"database {url}: schema upgraded from 0001 at 0003" in init.stdout
     code, line, _ = status(cwd)
     assert (code, line.split(";")[0]) == (2, "KCC-MAIL CRITICAL - service not running (never started, or stopped "
                                               "cleanly)")

@@ -252,11 +252,11 @@ def old_database(database_url: str, tmp_path: Path, request: pytest.FixtureReque
 def test_a_0001_database_is_refused_then_upgraded_with_the_heartbeat_table(
     old_database: Engine, tmp_path: Path
 ) -> None:
-    with pytest.raises(SchemaOutOfDate, match=r"schema revision 0001, this kcc-mail needs 0002: run `kcc-mail init`"):
+    with pytest.raises(SchemaOutOfDate, match=r"schema revision 0001, this kcc-mail needs 0003: run `kcc-mail init`"):
         require_current(old_database)
-    assert upgrade(old_database) == ("0001", "0002")
+    assert upgrade(old_database) == ("0001", "0003")
     require_current(old_database)
-    assert current_revision(old_database) == "0002"
+    assert current_revision(old_database) == "0003"
     with old_database.connect() as connection:
         differences = compare_metadata(MigrationContext.configure(connection, opts={"compare_type": True}),
                                        store.Base.metadata)
