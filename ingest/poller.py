@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from ingest.intake import (
 )
 from ingest.parallel import AnalysePool
 from ingest.sources.base import FetchedMail, MailCommandError, MailRef, MailSource, SourceError
+from ingest.storing import StoredBatch, StoringThread
 from store.blobs import sha256_hex
 from store.types import utcnow
 from store.uow import UnitOfWork
@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 IDLE_SLICE_SECONDS = 5.0
 PIPELINE_MIN_MAILS = 20  # fewer new mails than this are parsed here: starting a worker would cost more
-PIPELINE_DEPTH = 8  # mails parsed ahead of the one being stored; bounds the memory held in flight
+PIPELINE_DEPTH = 8  # mails fetched and parsing ahead of the one being stored; bounds the memory held in flight
 MAX_BACKOFF_SECONDS = 60.0
 
 
@@ -108,15 +108,9 @@ class Poller:
             refs = self._source.list_new(above)
             if self._pool is None and self._parser is default_parser and len(refs) >= PIPELINE_MIN_MAILS:
                 self._pool = AnalysePool(self._settings.max_mail_bytes, self._settings.classify, workers=2)
-            for start in range(0, len(refs), self._settings.batch_size):
-                if self._stop.is_set():
-                    break
-                batch = refs[start:start + self._settings.batch_size]
-                high_water = self._process_batch(batch, status.uidvalidity, summary)
-                record_progress(
-                    self._uow(), self.mailbox, self._owner, uidvalidity=status.uidvalidity, high_water_uid=high_water
-                )
-            if not refs:
+            if refs:
+                self._fetch_and_store(refs, status.uidvalidity, summary)
+            else:
                 record_progress(
                     self._uow(), self.mailbox, self._owner, uidvalidity=status.uidvalidity, high_water_uid=None
                 )
@@ -125,36 +119,48 @@ class Poller:
             raise
         return summary
 
-    def _process_batch(self, batch: Sequence[MailRef], uidvalidity: int, summary: IntakeSummary) -> int | None:
-        """Store each mail of the batch, then mark the stored ones; returns the new high-water UID."""
-        done: list[MailRef] = []
-        in_flight: deque[Parsing] = deque()
+    def _fetch_and_store(self, refs: Sequence[MailRef], uidvalidity: int, summary: IntakeSummary) -> None:
+        """Fetch batch after batch while a thread stores; mark each batch once its mails are committed.
+
+        The database's time per mail then overlaps the fetching and parsing of the next mails.
+        """
+        storing: StoringThread[Parsing] = StoringThread(
+            lambda parsing: self._store(parsing, uidvalidity, summary), PIPELINE_DEPTH
+        )
         try:
-            for item in self._source.fetch(batch):
-                if isinstance(item, MailCommandError):
-                    summary.errors += 1
-                    summary.failures.append(str(item))
-                    log.warning("mailbox=%s fetch failed: %s", self.mailbox, item, extra=self._context)
-                    continue
-                summary.fetched += 1
-                in_flight.append(self._start_parsing(item))
-                while len(in_flight) > (PIPELINE_DEPTH if self._pool else 0):
-                    done.append(self._store(in_flight.popleft(), uidvalidity, summary))
+            for start in range(0, len(refs), self._settings.batch_size):
                 if self._stop.is_set():
                     break
-            while in_flight:
-                done.append(self._store(in_flight.popleft(), uidvalidity, summary))
+                batch = refs[start:start + self._settings.batch_size]
+                self._fetch_batch(batch, storing, summary)
+                storing.end_batch(batch)
+                self._settle(storing.stored(), uidvalidity)
         finally:
-            if done:
-                self._source.mark_processed(done)
-        fetched_uids = {ref.uid for ref in done}
-        failed_uids = [ref.uid for ref in batch if ref.uid is not None and ref.uid not in fetched_uids]
-        handled = [ref.uid for ref in done if ref.uid is not None]
-        if not handled:
-            return None
-        limit = min(failed_uids) - 1 if failed_uids else max(handled)
-        below = [uid for uid in handled if uid <= limit]
-        return max(below) if below else None
+            self._settle(storing.close(), uidvalidity)  # what was committed is marked, whatever went wrong
+        storing.raise_error()
+
+    def _fetch_batch(self, batch: Sequence[MailRef], storing: StoringThread[Parsing], summary: IntakeSummary) -> None:
+        for item in self._source.fetch(batch):
+            if isinstance(item, MailCommandError):
+                summary.errors += 1
+                summary.failures.append(str(item))
+                log.warning("mailbox=%s fetch failed: %s", self.mailbox, item, extra=self._context)
+                continue
+            summary.fetched += 1
+            storing.put(self._start_parsing(item))
+            if self._stop.is_set():
+                break
+
+    def _settle(self, batches: Sequence[StoredBatch], uidvalidity: int) -> None:
+        """Mark the committed mails processed, then move the high-water mark past each complete batch."""
+        for stored in batches:
+            if stored.handled:
+                self._source.mark_processed(stored.handled)
+            if stored.complete:
+                record_progress(
+                    self._uow(), self.mailbox, self._owner, uidvalidity=uidvalidity,
+                    high_water_uid=high_water(stored.batch, stored.handled),
+                )
 
     def _start_parsing(self, fetched: FetchedMail) -> Parsing:
         """Hand the mail to the parse worker (when there is one); a known duplicate is not parsed at all."""
@@ -246,6 +252,18 @@ class Poller:
             if self._source.wait(timeout):
                 return
             waited += timeout
+
+
+def high_water(batch: Sequence[MailRef], handled: Sequence[MailRef]) -> int | None:
+    """The highest UID below which every mail of `batch` is handled; a mail that failed to fetch holds it back."""
+    handled_uids = [ref.uid for ref in handled if ref.uid is not None]
+    if not handled_uids:
+        return None
+    done = set(handled_uids)
+    failed = [ref.uid for ref in batch if ref.uid is not None and ref.uid not in done]
+    limit = min(failed) - 1 if failed else max(handled_uids)
+    below = [uid for uid in handled_uids if uid <= limit]
+    return max(below) if below else None
 
 
 def _safe(exc: BaseException) -> str:
