@@ -135,8 +135,16 @@ class Poller:
                 self._fetch_batch(batch, storing, summary)
                 storing.end_batch(batch)
                 self._settle(storing.stored(), uidvalidity)
-        finally:
-            self._settle(storing.close(), uidvalidity)  # what was committed is marked, whatever went wrong
+        except BaseException:
+            # Mark what was committed; when the connection itself was lost that fails too, and the error that
+            # matters is the first one. Unmarked mails are fetched again next time and skipped as stored.
+            try:
+                self._settle(storing.close(), uidvalidity)
+            except SourceError as exc:
+                log.warning("mailbox=%s stored mails not marked processed (%s); the next poll skips them",
+                            self.mailbox, exc, extra=self._context)
+            raise
+        self._settle(storing.close(), uidvalidity)
         storing.raise_error()
 
     def _fetch_batch(self, batch: Sequence[MailRef], storing: StoringThread[Parsing], summary: IntakeSummary) -> None:
