@@ -87,6 +87,19 @@ def engine(database_url: str) -> Iterator[Engine]:
     engine.dispose()
 
 
+@pytest.fixture(scope="module")
+def postgres_engine(postgres_server: str) -> Iterator[Engine]:
+    """An engine on a fresh PostgreSQL database with the schema, for the PostgreSQL-only tests of a module."""
+    url = create_postgres_database(postgres_server)
+    engine = make_engine(url)
+    try:
+        upgrade(engine)
+        yield engine
+    finally:
+        engine.dispose()
+        drop_postgres_database(postgres_server, url)
+
+
 def make_config(database_url: str, root: Path, **overrides: object) -> Config:
     """A configuration for tests: the given database, a Maildir and an outgoing folder under `root`."""
     values: dict[str, object] = {

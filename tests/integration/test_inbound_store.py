@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import Engine, func, select, text
+from support.dbfaults import MESSAGE, refuse_inserts
 
 from ingest.intake import ClassifyOptions, StoredMail, analyse, store_mail
 from ingest.sources.base import FetchedMail, MailRef
 from store.blobs import sha256_hex
-from store.engine import make_engine, make_session_factory
+from store.engine import make_session_factory
 from store.mail import Blob, InboundAttachment, InboundMail
-from store.schema import upgrade
 from store.uow import UnitOfWork
-from support.dbfaults import MESSAGE, refuse_inserts
 
 RECEIVED = datetime(2026, 11, 23, 8, 15, tzinfo=UTC)
 PHOTO = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 40
@@ -92,20 +90,6 @@ def test_a_second_delivery_under_the_same_uid_writes_nothing(engine: Engine) -> 
     assert store(engine, other, uid=301) is None
     assert store(engine, first, uid=302) is None  # the same bytes under a new UID: the sha256 key holds
     assert blobs_present(engine, sha256_hex(other), sha256_hex(form)) == set()
-
-
-@pytest.fixture(scope="module")
-def postgres_engine(postgres_server: str) -> Iterator[Engine]:
-    from conftest import create_postgres_database, drop_postgres_database
-
-    url = create_postgres_database(postgres_server)
-    engine = make_engine(url)
-    try:
-        upgrade(engine)
-        yield engine
-    finally:
-        engine.dispose()
-        drop_postgres_database(postgres_server, url)
 
 
 def test_postgresql_compresses_mail_bytes_with_lz4(postgres_engine: Engine) -> None:
