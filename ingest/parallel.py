@@ -12,7 +12,7 @@ import os
 import select
 import threading
 import time
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
 
@@ -62,34 +62,51 @@ def _alive(pid: int) -> bool:
 
 
 class AnalysePool:
-    """One or more parse workers, started on first use and kept until `close()`."""
+    """One or more parse workers, started on first use and kept until `close()`.
+
+    The poller submits from its own thread while its storing thread collects the results, so the executor is
+    guarded by a lock. A worker that dies breaks the executor: every mail it still had is parsed in this process
+    (`result`), and the next `submit` starts a fresh executor.
+    """
 
     def __init__(self, max_mail_bytes: int, options: ClassifyOptions, workers: int = 1) -> None:
         self._max_mail_bytes = max_mail_bytes
         self._options = options
         self._workers = workers
         self._executor: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
 
     def submit(self, raw: bytes, received_at: datetime, digest: str) -> Future[Analysis]:
-        if self._executor is None:
-            # forkserver: workers are forked from a clean single-threaded server, never from the service's threads
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(["ingest.intake"])
-            self._executor = ProcessPoolExecutor(
-                max_workers=self._workers, mp_context=context, initializer=leave_with, initargs=(os.getpid(),)
-            )
-        return self._executor.submit(_analyse, raw, received_at, self._max_mail_bytes, self._options, digest)
+        arguments = (raw, received_at, self._max_mail_bytes, self._options, digest)
+        with self._lock:
+            if self._executor is None:
+                self._executor = self._start()
+            try:
+                return self._executor.submit(_analyse, *arguments)
+            except BrokenProcessPool:
+                log.warning("a parse worker died; starting a new one")
+                self._executor.shutdown(wait=False, cancel_futures=True)
+                self._executor = self._start()
+                return self._executor.submit(_analyse, *arguments)
+
+    def _start(self) -> ProcessPoolExecutor:
+        # forkserver: workers are forked from a clean single-threaded server, never from the service's threads
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["ingest.intake"])
+        return ProcessPoolExecutor(
+            max_workers=self._workers, mp_context=context, initializer=leave_with, initargs=(os.getpid(),)
+        )
 
     def result(self, future: Future[Analysis], raw: bytes, received_at: datetime, digest: str) -> Analysis:
-        """The worker's analysis, or this process's own when the worker died."""
+        """The worker's analysis, or this process's own when the worker died (or its executor was replaced)."""
         try:
             return future.result()
-        except BrokenProcessPool:
-            log.warning("a parse worker died; parsing this mail in the main process and starting a new worker")
-            self.close()
+        except (BrokenProcessPool, CancelledError):
+            log.warning("a parse worker died; parsing this mail in the main process")
             return _analyse(raw, received_at, self._max_mail_bytes, self._options, digest)
 
     def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = None
+        with self._lock:
+            if self._executor is not None:
+                self._executor.shutdown(wait=False, cancel_futures=True)
+                self._executor = None

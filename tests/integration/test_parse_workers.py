@@ -1,0 +1,50 @@
+"""Parse workers are real processes: one that dies (the OOM killer, a crash in a C library) costs no mail."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from datetime import UTC, datetime
+
+from support.mails import customer_mail
+from support.procfs import process_stats
+
+from ingest.intake import ClassifyOptions
+from ingest.parallel import AnalysePool
+from store.blobs import sha256_hex
+
+RECEIVED = datetime(2026, 11, 23, 8, 15, tzinfo=UTC)
+
+
+def workers_of(parent: int) -> list[int]:
+    """The pool's worker processes: children of the forkserver that this process started."""
+    stats = dict(process_stats())
+    forkservers = {pid for pid, fields in stats.items() if int(fields[1]) == parent}
+    return [pid for pid, fields in stats.items() if int(fields[1]) in forkservers and fields[0] != "Z"]
+
+
+def subject_via(pool: AnalysePool, subject: str) -> str:
+    raw = customer_mail(subject)
+    analysis = pool.result(pool.submit(raw, RECEIVED, sha256_hex(raw)), raw, RECEIVED, sha256_hex(raw))
+    assert analysis.parsed is not None
+    return analysis.parsed.subject
+
+
+def test_a_killed_parse_worker_costs_no_mail_and_is_replaced() -> None:
+    pool = AnalysePool(max_mail_bytes=1_000_000, options=ClassifyOptions(), workers=1)
+    try:
+        assert subject_via(pool, "Voor de crash") == "Voor de crash"
+        (worker,) = workers_of(os.getpid())
+        in_flight = customer_mail("Onderweg tijdens de crash")
+        future = pool.submit(in_flight, RECEIVED, sha256_hex(in_flight))
+        os.kill(worker, signal.SIGKILL)
+        time.sleep(0.5)  # the executor notices the death and marks itself broken
+        # The poller submits the next mails before it collects this one: they go to a fresh worker.
+        assert subject_via(pool, "Na de crash") == "Na de crash"
+        analysis = pool.result(future, in_flight, RECEIVED, sha256_hex(in_flight))
+        assert analysis.parsed is not None and analysis.parsed.subject == "Onderweg tijdens de crash"
+        assert worker not in workers_of(os.getpid())
+        assert len(workers_of(os.getpid())) == 1, "a new worker took over"
+    finally:
+        pool.close()
