@@ -17,11 +17,11 @@ from store.blobs import sha256_hex
 RECEIVED = datetime(2026, 11, 23, 8, 15, tzinfo=UTC)
 
 
-def workers_of(parent: int) -> list[int]:
-    """The pool's worker processes: children of the forkserver that this process started."""
+def workers() -> set[int]:
+    """Live children of this process's forkserver: the workers of every pool it has open (other tests' too)."""
     stats = dict(process_stats())
-    forkservers = {pid for pid, fields in stats.items() if int(fields[1]) == parent}
-    return [pid for pid, fields in stats.items() if int(fields[1]) in forkservers and fields[0] != "Z"]
+    forkservers = {pid for pid, fields in stats.items() if int(fields[1]) == os.getpid()}
+    return {pid for pid, fields in stats.items() if int(fields[1]) in forkservers and fields[0] != "Z"}
 
 
 def subject_via(pool: AnalysePool, subject: str) -> str:
@@ -32,10 +32,11 @@ def subject_via(pool: AnalysePool, subject: str) -> str:
 
 
 def test_a_killed_parse_worker_costs_no_mail_and_is_replaced() -> None:
+    others = workers()
     pool = AnalysePool(max_mail_bytes=1_000_000, options=ClassifyOptions(), workers=1)
     try:
         assert subject_via(pool, "Voor de crash") == "Voor de crash"
-        (worker,) = workers_of(os.getpid())
+        (worker,) = workers() - others
         in_flight = customer_mail("Onderweg tijdens de crash")
         future = pool.submit(in_flight, RECEIVED, sha256_hex(in_flight))
         os.kill(worker, signal.SIGKILL)
@@ -44,7 +45,8 @@ def test_a_killed_parse_worker_costs_no_mail_and_is_replaced() -> None:
         assert subject_via(pool, "Na de crash") == "Na de crash"
         analysis = pool.result(future, in_flight, RECEIVED, sha256_hex(in_flight))
         assert analysis.parsed is not None and analysis.parsed.subject == "Onderweg tijdens de crash"
-        assert worker not in workers_of(os.getpid())
-        assert len(workers_of(os.getpid())) == 1, "a new worker took over"
+        replacements = workers() - others
+        assert worker not in replacements
+        assert len(replacements) == 1, "a new worker took over"
     finally:
         pool.close()
