@@ -5,6 +5,7 @@ Each use case is one short transaction. Sending happens between two of them, wit
     claim   pending/retry rows that are due → `sending`, with a lease token, a lease deadline and attempts + 1
     send    through a Transport (SMTP or an .eml folder), outside any transaction
     finish  guarded by the lease token: `sent`, `retry` (with backoff, until deliver_until) or `failed`
+            (on a thread of its own, replies.recorder, while the next message is sent)
 
 A relay that dies between send and finish leaves its rows `sending`; once their lease has run out they become
 `uncertain` (the server may or may not have the message) and wait for an operator: `resend` (the same bytes with the
@@ -25,7 +26,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -33,6 +34,7 @@ from sqlalchemy import Table, bindparam, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from replies.recorder import Recorder
 from replies.sentcopy import SentCopy
 from replies.smtp import LOST, Delivery
 from replies.transport import Transport, TransportError
@@ -393,8 +395,12 @@ def relay_once(
     settings: RelaySettings = RelaySettings(), clock: Clock = utcnow, sent_copy: SentCopy | None = None,
     stop: threading.Event | None = None,
 ) -> RelaySummary:
-    """Expire dead leases, then send everything that is due, batch by batch over one transport session."""
+    """Expire dead leases, then send everything that is due, batch by batch over one transport session.
+
+    Outcomes are recorded by a Recorder on a unit of work of its own while the next messages go out.
+    """
     summary = RelaySummary(uncertain=expire_leases(uow, now=clock()))
+    recording = _Recording(uow.another(), summary, on_undelivered, settings, clock, sent_copy)
     opened = False
     try:
         while not _stopping(stop):
@@ -409,42 +415,77 @@ def relay_once(
                 except TransportError as exc:
                     log.warning("relay: %s; %d message(s) will be retried", exc, len(batch))
                     for claimed in batch:
-                        not_sent = Delivery.same_for_all(claimed.envelope_to, LOST, f"not sent: {exc}")
-                        summary.count(finish(uow, claimed, not_sent, now=clock(), on_undelivered=on_undelivered,
-                                             settings=settings))
+                        recording.one(claimed, Delivery.same_for_all(claimed.envelope_to, LOST, f"not sent: {exc}"))
                     break
-            if not _send_batch(uow, transport, batch, summary, on_undelivered, settings, clock, sent_copy, stop):
+            if not _send_batch(transport, batch, recording, settings, clock, stop):
                 break
     finally:
-        if opened:
-            transport.close()
+        try:
+            recording.close()
+        finally:
+            if opened:
+                transport.close()
+    recording.recorder.raise_error()
     return summary
 
 
+@dataclass
+class _Recording:
+    """What the relay hands its Recorder: accepted messages in groups, other outcomes one by one, releases."""
+
+    uow: UnitOfWork
+    summary: RelaySummary
+    on_undelivered: Undelivered
+    settings: RelaySettings
+    clock: Clock
+    sent_copy: SentCopy | None
+    recorder: Recorder = field(default_factory=Recorder)
+
+    def accepted(self, group: list[tuple[Claim, Delivery]]) -> None:
+        self.recorder.submit(lambda: self._accepted(group))
+
+    def _accepted(self, group: list[tuple[Claim, Delivery]]) -> None:
+        for (claimed, delivery), status in zip(group, finish_accepted(self.uow, group, now=self.clock()), strict=True):
+            self.summary.count(status)
+            if status == "sent" and self.sent_copy is not None:
+                self.sent_copy.append(claimed.data, delivery.accepted_at or self.clock(), claimed.outbox_id)
+
+    def one(self, claimed: Claim, delivery: Delivery) -> None:
+        self.recorder.submit(lambda: self.summary.count(finish(
+            self.uow, claimed, delivery, now=self.clock(), on_undelivered=self.on_undelivered,
+            settings=self.settings,
+        )))
+
+    def release(self, claims: list[Claim]) -> None:
+        self.recorder.submit(lambda: release(self.uow, claims, now=self.clock()))
+
+    def close(self) -> None:
+        self.recorder.close()
+
+
 def _send_batch(
-    uow: UnitOfWork, transport: Transport, batch: list[Claim], summary: RelaySummary, on_undelivered: Undelivered,
-    settings: RelaySettings, clock: Clock, sent_copy: SentCopy | None, stop: threading.Event | None,
+    transport: Transport, batch: list[Claim], recording: _Recording, settings: RelaySettings, clock: Clock,
+    stop: threading.Event | None,
 ) -> bool:
-    """Send each claimed message and record its outcome; False when the rest had to be given back.
+    """Send each claimed message and hand its outcome to the recorder; False when the rest had to be given back.
 
     Messages that every recipient accepted are recorded together (see RelaySettings.finish_group); any other
-    outcome is recorded at once, on its own, after the accepted ones before it.
+    outcome is recorded on its own, after the accepted ones before it.
     """
     margin = timedelta(seconds=settings.lease_seconds / 2)
     group: list[tuple[Claim, Delivery]] = []
     group_started = 0.0
 
     def record_group() -> None:
-        for (claimed, delivery), status in zip(group, finish_accepted(uow, group, now=clock()), strict=True):
-            summary.count(status)
-            if status == "sent" and sent_copy is not None:
-                sent_copy.append(claimed.data, delivery.accepted_at or clock(), claimed.outbox_id)
-        group.clear()
+        nonlocal group
+        if group:
+            recording.accepted(group)
+            group = []
 
     for position, claimed in enumerate(batch):
         if _stopping(stop) or (position and clock() > claimed.lease_until - margin):
             record_group()
-            release(uow, batch[position:], now=clock())
+            recording.release(batch[position:])
             return False
         delivery = transport.send(claimed.envelope_from, claimed.envelope_to, claimed.data)
         if fully_accepted(delivery):
@@ -457,8 +498,7 @@ def _send_batch(
                 record_group()
             continue
         record_group()
-        summary.count(finish(uow, claimed, delivery, now=clock(), on_undelivered=on_undelivered,
-                             settings=settings))
+        recording.one(claimed, delivery)
     record_group()
     return True
 
