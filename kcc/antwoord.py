@@ -23,7 +23,7 @@ from kcc.registratie import (
     voeg_klant_toe,
 )
 from replies.compose import ComposedReply, OriginalMail, Sender, compose_reply, dutch_datetime, new_message_id
-from replies.render import ReplyTemplates
+from replies.render import ReplyTemplates, reply_templates
 from store.blobs import put_blob
 from store.klantinteracties import Actor, Klantcontact
 from store.mail import InboundMail
@@ -98,7 +98,7 @@ def registreer_antwoord(
 ) -> Verstuurd:
     """Our answer as klantcontact about the customer's, with the sent .eml as bijlage and the outbox row."""
     composed = compose(
-        config, ReplyTemplates(config.replies.templates_path()), mail, follow_up, inkomend.referentienummer, now
+        config, reply_templates(config.replies.templates_path()), mail, follow_up, inkomend.referentienummer, now
     )
     uitgaand = nieuw_klantcontact(
         session, config.organisatie, onderwerp=composed.subject, inhoud=composed.text, plaatsgevonden_op=now,

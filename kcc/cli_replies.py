@@ -13,7 +13,7 @@ from kcc.antwoord import Antwoord, compose
 from kcc.cli_common import AS_OPTION, Context, cli, refusals
 from kcc.review import register
 from replies.compose import ComposeError
-from replies.render import ReplyTemplates, TemplateError
+from replies.render import TemplateError, reply_templates
 from store.mail import InboundMail
 from store.types import utcnow
 
@@ -67,7 +67,7 @@ def templates() -> None:
 @click.pass_obj
 def templates_list(context: Context) -> None:
     """The reply templates and the variables each needs."""
-    for info in ReplyTemplates(context.config.replies.templates_path()).list():
+    for info in reply_templates(context.config.replies.templates_path()).list():
         needed = ", ".join(info.required) or "-"
         click.echo(f"{info.name:<24} needs: {needed:<24} {info.description}")
 
@@ -85,7 +85,7 @@ def templates_preview(context: Context, name: str, mail_id: int, variables: tupl
         if mail is None:
             raise click.BadParameter(f"no stored mail with id {mail_id}", param_hint="--mail")
         composed = compose(
-            app.config, ReplyTemplates(app.config.replies.templates_path()), mail,
+            app.config, reply_templates(app.config.replies.templates_path()), mail,
             Antwoord(template=name, variables=parse_vars(variables)), "(wordt toegekend bij verzenden)", utcnow(),
         )
     message = email.message_from_bytes(composed.data, policy=default_policy)

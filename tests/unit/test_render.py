@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -336,3 +337,27 @@ def test_an_empty_subject_pattern_means_the_caller_chooses(tmp_path: Path) -> No
 def test_alineas_escapes_and_keeps_line_breaks() -> None:
     assert alineas("a <b>\nc\n\n\nd") == "<p>a &lt;b&gt;<br>\nc</p>\n<p>d</p>"
     assert alineas("") == ""
+
+
+def test_an_administrators_edit_applies_to_the_next_reply_without_a_restart(tmp_path: Path) -> None:
+    from replies.render import reply_templates
+
+    make_templates(tmp_path, {
+        "kort.toml": 'subject = "Uw vraag over {{ onderwerp }}"\nvariables = []\n',
+        "kort.txt.j2": "Wij kijken ernaar.\n",
+    })
+    templates = reply_templates(tmp_path)
+    before = render(templates, "kort")
+    edited = tmp_path / "kort.txt.j2"
+    edited.write_text("Wij kijken er vandaag nog naar.\n", encoding="utf-8")
+    later = edited.stat().st_mtime + 2  # as an edit a moment later; some file systems keep whole seconds only
+    os.utime(edited, (later, later))
+    (tmp_path / "kort.toml").write_text('subject = "Re: {{ onderwerp }}"\nvariables = []\n', encoding="utf-8")
+    after = render(reply_templates(tmp_path), "kort")
+
+    assert reply_templates(tmp_path) is templates, "one set of compiled templates per folder and process"
+    assert (before.subject, before.text) == (
+        "Uw vraag over Afval niet opgehaald in de Lindenstraat", "Wij kijken ernaar.\n"
+    )
+    assert (after.subject, after.text) == ("Re: Afval niet opgehaald in de Lindenstraat",
+                                           "Wij kijken er vandaag nog naar.\n")
