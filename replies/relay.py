@@ -425,7 +425,7 @@ def relay_once(
         finally:
             if opened:
                 transport.close()
-    recording.recorder.raise_error()
+    recording.raise_error()
     return summary
 
 
@@ -461,6 +461,9 @@ class _Recording:
 
     def close(self) -> None:
         self.recorder.close()
+
+    def raise_error(self) -> None:
+        self.recorder.raise_error()
 
 
 def _send_batch(

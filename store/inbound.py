@@ -14,13 +14,14 @@ from functools import lru_cache
 from typing import Any, cast
 
 from sqlalchemy import Select, Table, bindparam, exists, func, insert, select, true
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import column
 from sqlalchemy.sql.selectable import CTE, TableValuedAlias
 
 from store.mail import Blob, InboundAttachment, InboundMail
 from store.types import BinaryArray, utcnow
+from store.upsert import insert_ignoring_duplicates
 
 BLOB = cast(Table, Blob.__table__)
 MAIL = cast(Table, InboundMail.__table__)
@@ -51,9 +52,9 @@ def insert_inbound_mail(
         parameters |= {f"bijlage_{name}": [row[name] for row in attachments] for name in ATTACHMENT_COLUMNS}
         connection = session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
         return connection.execute(_postgresql_statement(tuple(mail)), parameters).scalar_one_or_none()
-    session.execute(sqlite.insert(BLOB).on_conflict_do_nothing(), blob_rows)
+    session.execute(insert_ignoring_duplicates(session, Blob), blob_rows)
     mail_id = session.execute(
-        sqlite.insert(MAIL).on_conflict_do_nothing().returning(MAIL.c.id), mail
+        insert_ignoring_duplicates(session, InboundMail).returning(MAIL.c.id), mail
     ).scalar_one_or_none()
     if mail_id is not None and attachments:
         session.execute(insert(ATTACHMENT), [{"inbound_mail_id": mail_id, **row} for row in attachments])
