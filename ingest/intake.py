@@ -20,7 +20,8 @@ from email.utils import getaddresses, parseaddr
 from typing import Any
 
 from sqlalchemy import or_, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from ingest.classify import Classification, classify
 from ingest.parse import MailLimitExceeded, ParsedMail, ParseError, parse_mail
@@ -139,6 +140,38 @@ def store_mail(
 ) -> StoredMail | None:
     """Store the raw bytes, attachments and the InboundMail row in one transaction; None when already stored.
 
+    Nothing a mail contains may stop the intake: when building or writing the parsed row fails for this mail
+    (a value the database refuses, a bug in our code), the mail is stored again in quarantine (`internal_error`)
+    with only what its raw headers show, then with nothing but its bytes. Only a database that cannot be reached
+    is raised, so the caller stops and the mail is fetched again next time.
+    """
+    try:
+        return _insert(uow, mailbox, fetched, uidvalidity, analysis, headers=True)
+    except Exception as exc:
+        if database_unavailable(exc):
+            raise
+        failure = exc
+    log.warning("mailbox=%s %s could not be stored as parsed (%s); storing it in quarantine",
+                mailbox, fetched.ref.key, describe_failure(failure), extra={"mailbox": mailbox})
+    quarantined = Analysis(
+        analysis.sha256, None, None, "internal_error",
+        f"storing the parsed mail failed ({describe_failure(failure)}); it is kept unparsed. A bug: report it "
+        "with the mail exported by `kcc-mail quarantine export`, then `kcc-mail reprocess` brings it back",
+    )
+    try:
+        return _insert(uow, mailbox, fetched, uidvalidity, quarantined, headers=True)
+    except Exception as exc:
+        if database_unavailable(exc):
+            raise
+    return _insert(uow, mailbox, fetched, uidvalidity, quarantined, headers=False)
+
+
+def _insert(
+    uow: UnitOfWork, mailbox: str, fetched: FetchedMail, uidvalidity: int | None, analysis: Analysis,
+    *, headers: bool,
+) -> StoredMail | None:
+    """One attempt: the row built from `analysis` (for a quarantined mail, its raw headers only if `headers`).
+
     Plain INSERTs rather than ORM objects, one statement on PostgreSQL: this runs once per mail at intake speed.
     """
     uid = fetched.ref.uid
@@ -148,12 +181,12 @@ def store_mail(
         "size": len(fetched.raw), "received_at": fetched.internaldate or utcnow(), "stored_at": utcnow(),
         "state": "te_beoordelen", "reason": None, "error": "",
     }
-    if analysis.parsed is not None and analysis.classification is not None:
-        values |= parsed_fields(analysis.parsed, analysis.classification)
+    parsed = analysis.parsed
+    if parsed is not None and analysis.classification is not None:
+        values |= parsed_fields(parsed, analysis.classification)
     else:
         quarantine = {"state": "quarantaine", "reason": analysis.reason, "error": analysis.error}
-        values |= header_fields(fetched.raw) | quarantine
-    parsed = analysis.parsed
+        values |= (header_fields(fetched.raw) if headers else blank_fields()) | quarantine
     blobs = [NewBlob(analysis.sha256, fetched.raw)]
     attachments: list[dict[str, Any]] = []
     if parsed is not None:
@@ -167,6 +200,22 @@ def store_mail(
             return None  # leaving the unit of work rolls back whatever was not committed yet
         uow.commit()
     return StoredMail(mail_id, values["state"], values["reason"])
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Is this the database failing (gone, locked, timed out) rather than one mail's data being refused?"""
+    if isinstance(exc, OperationalError | InterfaceError | DisconnectionError | PoolTimeout):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+def describe_failure(exc: BaseException) -> str:
+    """The kind of failure without SQL or parameters (they hold mail text): `StatementError (OverflowError: …)`."""
+    original = getattr(exc, "orig", None)
+    cause = original if original is not None else exc
+    lines = str(cause).splitlines()
+    detail = f"{type(cause).__name__}: {lines[0]}" if lines else type(cause).__name__
+    return f"{type(exc).__name__} ({detail})" if original is not None else detail
 
 
 def attachment_rows(parsed: ParsedMail) -> list[dict[str, Any]]:
@@ -213,13 +262,23 @@ def fill_parsed_fields(mail: InboundMail, parsed: ParsedMail, classification: Cl
         setattr(mail, name, value)
 
 
+BLANK_FIELDS: dict[str, Any] = {
+    "message_id": "", "message_id_synthetic": False, "from_name": "", "from_address": "", "to_addresses": [],
+    "cc_addresses": [], "reply_to": [], "subject": "", "sent_at": None, "in_reply_to": "", "references": [],
+    "text_body": "", "html_body": None, "flags": [], "classification": {}, "defects": [],
+}
+"""The derived columns of a mail nothing could be read from: what a quarantined mail holds where its headers
+are silent."""
+
+
+def blank_fields() -> dict[str, Any]:
+    """A fresh copy of BLANK_FIELDS (its lists and dicts too), safe to fill in."""
+    return {name: value.copy() if isinstance(value, list | dict) else value for name, value in BLANK_FIELDS.items()}
+
+
 def header_fields(raw: bytes) -> dict[str, Any]:
     """For a quarantined mail, show the reviewer at least who sent it and what about, if the headers allow."""
-    fields: dict[str, Any] = {
-        "message_id": "", "message_id_synthetic": False, "from_name": "", "from_address": "", "to_addresses": [],
-        "cc_addresses": [], "reply_to": [], "subject": "", "sent_at": None, "in_reply_to": "", "references": [],
-        "text_body": "", "html_body": None, "flags": [], "classification": {}, "defects": [],
-    }
+    fields = blank_fields()
     try:
         headers = BytesHeaderParser(policy=compat32).parsebytes(raw[:256 * 1024])
 

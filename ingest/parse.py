@@ -1014,14 +1014,21 @@ def _message_id(value: str, raw: bytes, ctx: _Context) -> tuple[str, bool]:
 
 
 def _mail_date(value: str | None, received_at: datetime | None, ctx: _Context) -> tuple[datetime | None, bool]:
-    """The Date header as an aware datetime; else `received_at` (naive values are taken as UTC)."""
+    """The Date header as an aware datetime in UTC; else `received_at` (naive values are taken as UTC).
+
+    Converted to UTC here, where a failure is a defect: "31 Dec 9999 23:59:59 -1200" is a valid datetime whose
+    UTC moment lies after the year 9999, and would otherwise fail later, when the row is written.
+    """
     if value is not None and value.strip():
         try:
             parsed = parsedate_to_datetime(_LINE_BREAK.sub(" ", value).strip())
         except (TypeError, ValueError, IndexError, OverflowError):
             ctx.note("Date header not readable: the receive time is used instead")
         else:
-            return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)), True
+            try:
+                return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC), True
+            except OverflowError:
+                ctx.note("Date header outside the years 1-9999 in UTC: the receive time is used instead")
     if received_at is not None and received_at.tzinfo is None:
         received_at = received_at.replace(tzinfo=UTC)
     return received_at, False

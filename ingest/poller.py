@@ -228,6 +228,7 @@ class Poller:
                 log.error("mailbox=%s poll failed: %s", self.mailbox, _safe(exc), extra=self._context)
                 log.debug("mailbox=%s poll failure", self.mailbox, exc_info=True, extra=self._context)
                 problem = f"poll failed ({type(exc).__name__})"
+                self._record_failure(None, f"{problem}: {_safe(exc)}; the service retries, see its log")
             failures += 1
             delay = min(MAX_BACKOFF_SECONDS, 2 ** min(failures, 6)) * random.uniform(0.5, 1.0)
             log.warning("mailbox=%s %s; retrying in %.0f s", self.mailbox, problem, delay, extra=self._context)

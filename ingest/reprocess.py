@@ -43,6 +43,7 @@ from ingest.intake import (
     ClassifyOptions,
     Parser,
     analyse,
+    blank_fields,
     default_parser,
     fill_headers_only,
     fill_parsed_fields,
@@ -90,12 +91,6 @@ DERIVED_FIELDS = (
 )
 """The InboundMail columns the parser and classifier fill (`fill_parsed_fields`); all of them, nothing else."""
 
-_BLANK: dict[str, Any] = {
-    "message_id": "", "message_id_synthetic": False, "from_name": "", "from_address": "", "to_addresses": [],
-    "cc_addresses": [], "reply_to": [], "subject": "", "sent_at": None, "in_reply_to": "", "references": [],
-    "text_body": "", "html_body": None, "flags": [], "classification": {}, "defects": [],
-}
-"""The column defaults: what a quarantined mail holds in the fields its headers do not fill."""
 
 POOL_THRESHOLD = 64
 """Below this many mails the pool's start-up costs more than it saves."""
@@ -188,8 +183,8 @@ def derived_of(mail: InboundMail) -> Derived:
 def _blank_mail() -> InboundMail:
     """A transient InboundMail with the column defaults, for filling and reading back (never added to a session)."""
     mail = InboundMail()
-    for name, value in _BLANK.items():
-        setattr(mail, name, value.copy() if isinstance(value, list | dict) else value)
+    for name, value in blank_fields().items():
+        setattr(mail, name, value)
     return mail
 
 

@@ -465,9 +465,16 @@ def _announces_mail(responses: Iterable[Any]) -> bool:
 
 
 def _utc(value: object) -> datetime | None:
+    """INTERNALDATE in UTC; None (intake then uses the time it stored the mail) when it is unusable.
+
+    A server keeps whatever date an APPEND gave: 1 Jan 0001 +1200 is a valid datetime with no UTC moment.
+    """
     if not isinstance(value, datetime):
         return None
-    return value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    except (OverflowError, ValueError):
+        return None
 
 
 def _server_text(exc: BaseException) -> str:

@@ -69,7 +69,7 @@ class MaildirSource:
                     "whether another program moved or deleted it",
                 ))
                 continue
-            yield FetchedMail(ref=ref, raw=raw, internaldate=datetime.fromtimestamp(mtime, UTC))
+            yield FetchedMail(ref=ref, raw=raw, internaldate=_moment(mtime))
 
     def mark_processed(self, refs: Sequence[MailRef]) -> None:
         """Move new/KEY[:2,FLAGS] to cur/KEY:2,FLAGS; a mail already in cur/ counts as done."""
@@ -141,6 +141,14 @@ class MaildirSource:
 
     def _error(self, what: str, check: str) -> SourceError:
         return SourceError(self._message(what, check))
+
+
+def _moment(mtime: float) -> datetime | None:
+    """A file time as the mail's arrival; None (intake uses the time it stores it) for a time no datetime holds."""
+    try:
+        return datetime.fromtimestamp(mtime, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 def _key(name: str) -> str:

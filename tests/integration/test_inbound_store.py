@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import Engine, func, select, text
 from support.dbfaults import MESSAGE, refuse_inserts
 
-from ingest.intake import ClassifyOptions, StoredMail, analyse, store_mail
+from ingest.intake import ClassifyOptions, StoredMail, analyse, attachment_rows, parsed_fields, store_mail
 from ingest.sources.base import FetchedMail, MailRef
 from store.blobs import sha256_hex
 from store.engine import make_session_factory
+from store.inbound import NewBlob, insert_inbound_mail
 from store.mail import Blob, InboundAttachment, InboundMail
 from store.uow import UnitOfWork
 
@@ -72,14 +74,38 @@ def test_a_mail_its_bytes_and_its_attachments_are_stored_together(engine: Engine
 def test_a_refused_attachment_row_leaves_neither_the_mail_nor_its_bytes(engine: Engine) -> None:
     form = b"%PDF-1.4 alleen in deze mail " * 100
     raw = with_attachments("Geweigerde bijlage", form=form)
-    with refuse_inserts(engine, "inbound_attachment"), pytest.raises(Exception, match=MESSAGE):
-        store(engine, raw, uid=201)
+    analysis = analyse(raw, RECEIVED, max_mail_bytes=10_000_000, options=ClassifyOptions())
+    assert analysis.parsed is not None and analysis.classification is not None
+    blobs = [NewBlob(analysis.sha256, raw), *(NewBlob(a.sha256, a.data) for a in analysis.parsed.attachments)]
+    values = {"uuid": uuid.uuid4(), "mailbox": "info", "uidvalidity": 1, "uid": 201, "source_key": "201",
+              "raw_sha256": analysis.sha256, "stored_at": RECEIVED,
+              "size": len(raw), "received_at": RECEIVED, "state": "te_beoordelen", "reason": None, "error": "",
+              **parsed_fields(analysis.parsed, analysis.classification)}
+    uow = UnitOfWork(make_session_factory(engine))
+    with refuse_inserts(engine, "inbound_attachment"), pytest.raises(Exception, match=MESSAGE), uow:
+        insert_inbound_mail(uow.session, blobs, values, attachment_rows(analysis.parsed))
+        uow.commit()
     with engine.connect() as connection:
         assert connection.scalar(select(func.count()).select_from(InboundMail).where(InboundMail.uid == 201)) == 0
     assert blobs_present(engine, sha256_hex(raw), sha256_hex(form)) == set()
     stored = store(engine, raw, uid=201)  # the same mail, once the database accepts it
     assert stored is not None
     assert blobs_present(engine, sha256_hex(raw), sha256_hex(form)) == {sha256_hex(raw), sha256_hex(form)}
+
+
+def test_a_mail_whose_attachment_rows_are_refused_is_kept_in_quarantine_without_them(engine: Engine) -> None:
+    form = b"%PDF-1.4 geweigerd bij intake " * 100
+    raw = with_attachments("Bijlage geweigerd bij intake", form=form)
+    with refuse_inserts(engine, "inbound_attachment"):
+        stored = store(engine, raw, uid=251)
+    assert stored is not None and (stored.state, stored.reason) == ("quarantaine", "internal_error")
+    with engine.connect() as connection:
+        attachments = connection.scalar(
+            select(func.count()).select_from(InboundAttachment).where(InboundAttachment.inbound_mail_id == stored.id)
+        )
+    assert attachments == 0, "no half-stored attachments"
+    assert blobs_present(engine, sha256_hex(raw), sha256_hex(form)) == {sha256_hex(raw)}
+    assert store(engine, raw, uid=251) is None, "stored once: fetching it again adds nothing"
 
 
 def test_a_second_delivery_under_the_same_uid_writes_nothing(engine: Engine) -> None:

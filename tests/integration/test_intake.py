@@ -230,18 +230,22 @@ def test_a_connection_dropped_mid_fetch_loses_nothing(intake: App, imap_user: Im
     assert all(KEYWORD in flags for _, flags in server_mails(imap_user).values())
 
 
-def test_a_database_refusing_a_write_marks_nothing_it_did_not_commit(intake: App, imap_user: ImapUser) -> None:
+def test_a_mail_whose_row_the_database_refuses_ends_in_quarantine_and_the_others_go_on(
+    intake: App, imap_user: ImapUser
+) -> None:
     for subject in ("Voor", "Weiger mij", "Na"):
         imap_user.append(mail(subject))
-    with refuse_inserts(intake.engine, "inbound_mail", "NEW.subject = 'Weiger mij'"), pytest.raises(
-        Exception, match=MESSAGE
-    ):
-        poll_once(intake, intake.config.mailboxes)
+    refused = "NEW.subject = 'Weiger mij' AND NEW.state = 'te_beoordelen'"  # the parsed row, not the quarantined one
+    with refuse_inserts(intake.engine, "inbound_mail", refused):
+        assert poll(intake) == "fetched=3 stored=2 quarantined=1 duplicates=0"
+    rows = stored(intake)
+    assert [(r.subject, r.state) for r in rows] == [
+        ("Voor", "te_beoordelen"), ("Weiger mij", "quarantaine"), ("Na", "te_beoordelen")
+    ]
+    assert rows[1].reason == "internal_error" and MESSAGE in rows[1].error
     marked = {sha for sha, flags in server_mails(imap_user).values() if KEYWORD in flags}
-    assert [r.subject for r in stored(intake)] == ["Voor"]
-    assert marked == {stored(intake)[0].raw_sha256}
-    poll(intake)
-    assert [r.subject for r in stored(intake)] == ["Voor", "Weiger mij", "Na"]
+    assert marked == {r.raw_sha256 for r in rows}, "each marked, after its commit"
+    assert poll(intake) == "fetched=0 stored=0 quarantined=0 duplicates=0"
 
 
 def test_two_processes_on_one_mailbox_store_each_mail_once(intake: App, imap_user: ImapUser) -> None:
