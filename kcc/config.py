@@ -82,6 +82,7 @@ class SmtpConfig:
     from_name: str = "Gemeente Voorbeeld"
     directory: str = "var/outgoing"
     timeout: float = 60.0
+    data_timeout: float = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +91,7 @@ class RepliesConfig:
     quote_original: bool = True
     message_id_domain: str = ""
     deliver_until_hours: float = 72.0
-    lease_seconds: float = 300.0
+    lease_seconds: float = 900.0
     relay_interval: float = 10.0
     sent_folder: str = ""
     sent_mailbox: str = ""

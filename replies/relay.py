@@ -73,7 +73,7 @@ class RelaySettings:
     to 1 to record every message on its own.
     """
 
-    lease_seconds: float = 300.0
+    lease_seconds: float = 900.0
     batch_size: int = 50
     batch_bytes: int = 20 * 1024 * 1024
     finish_group: int = 50
@@ -183,14 +183,17 @@ def claim(
 
 
 def decide(delivery: Delivery, claimed: Claim, *, now: datetime, settings: RelaySettings) -> Decision:
-    """The rules: any recipient accepted → sent (the refused ones reported); else temporary → retry until the
-    deadline; else failed."""
+    """The rules: any recipient accepted → sent (the refused ones reported); else no answer after the end of DATA
+    → uncertain (the server may have it: an operator decides); else temporary → retry until the deadline; else
+    failed."""
     reply = delivery.summary()
     if not delivery.results:
         return Decision("failed", "no recipients", undelivered="the reply has no recipients")
     if delivery.accepted:
         refused = "; ".join(f"{r.recipient}: {r.answer()}" for r in delivery.refused)
         return Decision("sent", reply, undelivered=refused)
+    if delivery.having("unknown"):
+        return Decision("uncertain", reply)
     if not delivery.having("temporary"):
         return Decision("failed", reply, undelivered=reply)
     if now >= claimed.deliver_until:
@@ -230,6 +233,8 @@ def finish(
             _lease_lost(claimed, decision.status)
             return None
         outbox.status, outbox.last_smtp_reply = decision.status, decision.reply
+        if decision.status == "uncertain":
+            outbox.last_smtp_reply = f"{decision.reply}. {operator_advice(outbox.id)}"
         outbox.lease_token, outbox.lease_until = "", None
         if decision.next_attempt_at is not None:
             outbox.next_attempt_at = decision.next_attempt_at
@@ -322,6 +327,12 @@ def _report(session: Session, outbox: OutboxMessage, reason: str, on_undelivered
         outbox.last_smtp_reply = f"{outbox.last_smtp_reply} [follow-up not registered: {_safe(exc)}]"
 
 
+def operator_advice(outbox_id: int) -> str:
+    """What an operator does with an uncertain reply."""
+    return (f"Check at the mail server or with the customer, then `kcc-mail outbox resend {outbox_id}` or "
+            f"`kcc-mail outbox mark-sent {outbox_id}`")
+
+
 def _lease_lost(claimed: Claim, status: str) -> None:
     log.warning(
         "outbox=%s attempt %s ended %s, but its lease was expired or taken over; the row was left as it is "
@@ -339,6 +350,10 @@ def _log_outcome(claimed: Claim, decision: Decision, delivery: Delivery) -> None
     if decision.status == "sent":
         log.warning("outbox=%s sent, but refused for some recipients (codes %s); task created",
                     claimed.outbox_id, delivery.codes, extra=_ids(claimed.outbox_id))
+    elif decision.status == "uncertain":
+        log.warning("outbox=%s uncertain attempt=%s codes=%s: no answer after the whole message was sent; not "
+                    "resent without an operator", claimed.outbox_id, claimed.attempt, delivery.codes,
+                    extra=_ids(claimed.outbox_id))
     elif decision.status == "retry":
         log.warning("outbox=%s temporarily refused attempt=%s codes=%s; next try at %s", claimed.outbox_id,
                     claimed.attempt, delivery.codes, f"{decision.next_attempt_at:%Y-%m-%d %H:%M:%S}",
@@ -378,8 +393,8 @@ def expire_leases(uow: UnitOfWork, *, now: datetime) -> int:
             outbox.status = "uncertain"  # the lease token stays: a late finish by a slow relay can still say "sent"
             outbox.last_smtp_reply = (
                 f"the relay did not record the outcome of attempt {outbox.attempts} before its lease ran out at "
-                f"{outbox.lease_until:%Y-%m-%d %H:%M:%S} UTC; the server may or may not have the message. Check, "
-                f"then `kcc-mail outbox resend {outbox.id}` or `kcc-mail outbox mark-sent {outbox.id}`"
+                f"{outbox.lease_until:%Y-%m-%d %H:%M:%S} UTC; the server may or may not have the message. "
+                f"{operator_advice(outbox.id)}"
             )
             log.warning("outbox=%s uncertain: lease expired during attempt %s; not resent without an operator",
                         outbox.id, outbox.attempts, extra=_ids(outbox.id))

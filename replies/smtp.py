@@ -1,14 +1,18 @@
 """SMTP connections and one SMTP transaction, with the server's answer classified per recipient.
 
 Connections: TLS, STARTTLS or plain-on-loopback, with password or XOAUTH2 authentication; certificates are always
-verified. A transaction's outcome is not one yes/no: each recipient is accepted, temporarily refused (4xx, lost
-connection, timeout: try again later) or permanently refused (5xx: trying again will not help).
+verified. A transaction's outcome is not one yes/no: each recipient is accepted, temporarily refused (4xx, or the
+connection lost before the end of DATA was sent: try again later), permanently refused (5xx: trying again will not
+help), or unknown: the end of DATA was sent and the server's answer never came (a timeout, a cut connection). The
+server may then have the message, so it must not be sent again without an operator (RFC 5321 §6.1 warns of
+exactly these duplicates); the wait for that answer is `data_timeout`, 10 minutes by default (RFC 5321 §4.5.3.2.6).
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import re
 import smtplib
 import ssl
 from collections.abc import Callable, Mapping, Sequence
@@ -19,9 +23,13 @@ from typing import Literal
 from kcc.config import SmtpConfig, resolve_secret
 from store.types import utcnow
 
-Outcome = Literal["accepted", "temporary", "permanent"]
+Outcome = Literal["accepted", "temporary", "permanent", "unknown"]
 LOST = -1
-"""The code we record when there was no answer at all: the connection broke or timed out."""
+"""The code we record when the connection broke or timed out before the end of DATA was sent: nothing arrived."""
+NO_ANSWER = -2
+"""The code we record when the end of DATA was sent but no answer came: the server may or may not have it."""
+DATA_TIMEOUT = 600.0
+"""RFC 5321 §4.5.3.2.6: a client should wait 10 minutes for the answer to the end of DATA."""
 
 
 class SmtpConnectError(Exception):
@@ -75,7 +83,10 @@ def _login(client: smtplib.SMTP, config: SmtpConfig, environ: Mapping[str, str] 
 
 
 def classify(code: int) -> Outcome:
-    """2xx accepted, 5xx permanent; 4xx, no answer and anything unexpected are temporary (try again later)."""
+    """2xx accepted, 5xx permanent, no answer to the end of DATA unknown; 4xx, a connection lost earlier and
+    anything unexpected are temporary (try again later)."""
+    if code == NO_ANSWER:
+        return "unknown"
     if 200 <= code < 300:
         return "accepted"
     if 500 <= code < 600:
@@ -97,7 +108,7 @@ class RecipientOutcome:
 
     def answer(self) -> str:
         """The code and text as the server gave them; only the text when there was no answer."""
-        return self.reply if self.code == LOST else f"{self.code} {self.reply}".rstrip()
+        return self.reply if self.code in (LOST, NO_ANSWER) else f"{self.code} {self.reply}".rstrip()
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +138,8 @@ class Delivery:
     @property
     def codes(self) -> str:
         """The reply codes only (e.g. "250,550"): what a log line may carry, since replies can name addresses."""
-        return ",".join(sorted({str(r.code) if r.code != LOST else "lost" for r in self.results}))
+        names = {LOST: "lost", NO_ANSWER: "no-answer"}
+        return ",".join(sorted({names.get(r.code, str(r.code)) for r in self.results}))
 
     def summary(self) -> str:
         """The server's answer as one text: the common reply when all recipients got the same, else per recipient."""
@@ -144,13 +156,14 @@ class Delivery:
 
 def send_message(
     client: smtplib.SMTP, envelope_from: str, recipients: Sequence[str], data: bytes,
-    *, clock: Callable[[], datetime] = utcnow,
+    *, clock: Callable[[], datetime] = utcnow, data_timeout: float = DATA_TIMEOUT,
 ) -> Delivery:
     """MAIL, RCPT per recipient and DATA on an open connection, with every answer kept per recipient.
 
     Raises StaleConnection only when the connection was dead before the server accepted MAIL FROM (nothing was
-    sent); any later loss of the connection is a temporary outcome, because the server may have received the
-    message. After a refusal the connection is reset, so the next message can use it.
+    sent). A connection lost later, before the end of DATA was sent, is a temporary outcome; lost (or silent for
+    `data_timeout` seconds) after it, the outcome is unknown. After a refusal the connection is reset, so the next
+    message can use it.
     """
     try:
         mail_options, rcpt_options, unsendable = _options(client, envelope_from, recipients, data)
@@ -165,45 +178,98 @@ def send_message(
     if code != 250:
         _reset(client)
         return Delivery.same_for_all(recipients, code, _text(reply))
+    transaction = _Transaction(client, recipients, clock, data_timeout)
     try:
-        return _rcpt_and_data(client, recipients, rcpt_options, data, clock)
+        return transaction.run(rcpt_options, data)
     except (smtplib.SMTPServerDisconnected, OSError) as exc:
         _close_quietly(client)
-        return Delivery.same_for_all(
-            recipients, LOST, f"connection lost during the SMTP transaction ({_describe(exc)}); "
-            "the server may or may not have the message",
-        )
+        return transaction.lost(exc)
 
 
-def _rcpt_and_data(
-    client: smtplib.SMTP, recipients: Sequence[str], options: list[str], data: bytes, clock: Callable[[], datetime]
-) -> Delivery:
-    answers: dict[str, tuple[int, str]] = {}
-    for recipient in recipients:
-        code, reply = client.rcpt(recipient, options)
-        answers[recipient] = (code, _text(reply))
-        if code == 421:  # closing: the remaining recipients were never asked
+class _Transaction:
+    """RCPT and DATA of one message, remembering whether the end of DATA has left this machine."""
+
+    def __init__(
+        self, client: smtplib.SMTP, recipients: Sequence[str], clock: Callable[[], datetime], data_timeout: float
+    ) -> None:
+        self.client = client
+        self.recipients = recipients
+        self.clock = clock
+        self.data_timeout = data_timeout
+        self.answers: dict[str, tuple[int, str]] = {}
+        self.end_of_data_sent = False
+
+    def run(self, options: list[str], data: bytes) -> Delivery:
+        client, answers = self.client, self.answers
+        for recipient in self.recipients:
+            code, reply = client.rcpt(recipient, options)
+            answers[recipient] = (code, _text(reply))
+            if code == 421:  # closing: the remaining recipients were never asked
+                _close_quietly(client)
+                for rest in self.recipients:
+                    answers.setdefault(rest, (code, _text(reply)))
+                return _delivery(self.recipients, answers, None)
+        if not any(code in (250, 251) for code, _ in answers.values()):
+            _reset(client)
+            return _delivery(self.recipients, answers, None)
+        code, final = self._data(data)
+        accepted_at = self.clock() if code == 250 else None
+        if code == 421:
             _close_quietly(client)
-            for rest in recipients:
-                answers.setdefault(rest, (code, _text(reply)))
-            return _delivery(recipients, answers, None)
-    if not any(code in (250, 251) for code, _ in answers.values()):
-        _reset(client)
-        return _delivery(recipients, answers, None)
-    try:
-        code, data_reply = client.data(data)
-        final = _text(data_reply)
-    except smtplib.SMTPDataError as exc:  # DATA itself refused, before the message was sent
-        code, final = exc.smtp_code, _text(exc.smtp_error)
-    accepted_at = clock() if code == 250 else None
-    if code == 421:
-        _close_quietly(client)
-    elif code != 250:
-        _reset(client)
-    for recipient, (rcpt_code, _) in answers.items():
-        if rcpt_code in (250, 251):
-            answers[recipient] = (code, final)
-    return _delivery(recipients, answers, accepted_at)
+        elif code != 250:
+            _reset(client)
+        self._answer_accepted(code, final)
+        return _delivery(self.recipients, answers, accepted_at)
+
+    def _data(self, data: bytes) -> tuple[int, str]:
+        """DATA, the dot-stuffed message and the end of DATA, then the server's answer within `data_timeout`.
+
+        smtplib's `data()` cannot tell a connection lost while the message was being sent (it did not arrive) from
+        one lost while waiting for the answer (it may have arrived), so the steps are taken one by one here.
+        """
+        client = self.client
+        client.putcmd("data")
+        code, reply = client.getreply()
+        if code != 354:
+            return code, _text(reply)
+        client.send(_dot_stuffed(data))
+        self.end_of_data_sent = True
+        if client.sock is not None:
+            client.sock.settimeout(self.data_timeout)
+        code, reply = client.getreply()
+        if client.sock is not None:
+            client.sock.settimeout(client.timeout)
+        return code, _text(reply)
+
+    def _answer_accepted(self, code: int, text: str) -> None:
+        """The answer to DATA is every accepted recipient's answer; refused recipients keep their own."""
+        for recipient, (rcpt_code, _) in self.answers.items():
+            if rcpt_code in (250, 251):
+                self.answers[recipient] = (code, text)
+
+    def lost(self, exc: BaseException) -> Delivery:
+        """The connection broke: before the end of DATA nothing arrived, after it the outcome is unknown."""
+        if not self.end_of_data_sent:
+            reason = (f"connection lost during the SMTP transaction, before the end of the message was sent "
+                      f"({_describe(exc)}); the server does not have it")
+            return Delivery.same_for_all(self.recipients, LOST, reason)
+        timed_out = isinstance(exc, TimeoutError) or isinstance(exc.__context__, TimeoutError)  # smtplib wraps it
+        waited = f"no answer within {self.data_timeout:g} s" if timed_out else "no answer"
+        self._answer_accepted(NO_ANSWER, (
+            f"the whole message was sent, but the server gave {waited} to its end ({_describe(exc)}); "
+            "it may or may not have the message"
+        ))
+        for recipient in self.recipients:
+            self.answers.setdefault(recipient, (LOST, f"connection lost before RCPT was answered ({_describe(exc)})"))
+        return _delivery(self.recipients, self.answers, None)
+
+
+def _dot_stuffed(data: bytes) -> bytes:
+    """The message as DATA carries it (RFC 5321 §4.5.2): a leading dot doubled, CRLF at the end, then ".CRLF"."""
+    stuffed = re.sub(rb"(?m)^\.", b"..", data)
+    if not stuffed.endswith(b"\r\n"):
+        stuffed += b"\r\n"
+    return stuffed + b".\r\n"
 
 
 def _delivery(recipients: Sequence[str], answers: dict[str, tuple[int, str]], accepted_at: datetime | None

@@ -81,7 +81,8 @@ class SmtpTransport:
                     self._client, self._unreachable = None, str(exc)
                     continue
             try:
-                delivery = send_message(client, envelope_from, recipients, data, clock=self._clock)
+                delivery = send_message(client, envelope_from, recipients, data, clock=self._clock,
+                                        data_timeout=self._config.data_timeout)
             except StaleConnection as exc:
                 self._drop()
                 if attempt == 2:

@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
@@ -289,7 +290,7 @@ def test_a_stalled_imap_server_is_waited_for_then_given_up_on_and_reconnected(
 # --- SMTP ------------------------------------------------------------------------------------------------------
 
 
-def test_smtp_cut_mid_data_the_reply_is_retried_and_arrives_once(
+def test_smtp_cut_before_the_end_of_data_the_reply_is_retried_and_arrives_once(
     tmp_path: Path, database_url: str, engine: Engine, imap_user: ImapUser
 ) -> None:
     with running_faulty_server() as server, running_proxy(server.port) as proxy:
@@ -298,8 +299,8 @@ def test_smtp_cut_mid_data_the_reply_is_retried_and_arrives_once(
         ok(tmp_path, "init")
         _, outbox_id = reply_queued(tmp_path, imap_user, answer_bytes=200_000)
         log = tmp_path / "service.log"
-        # EHLO, MAIL, RCPT and DATA take a few hundred bytes; the message itself is over 200 kB.
-        proxy.cut_after(50_000, "upstream")
+        # The connection dies when the relay sends DATA: the server never got the message, and the relay knows.
+        proxy.cut_at(b"data\r\n", "upstream")
         service = start_service(tmp_path, log, "relay")
         try:
             assert proxy.cut_happened.wait(60), "the cut never came"
@@ -307,7 +308,7 @@ def test_smtp_cut_mid_data_the_reply_is_retried_and_arrives_once(
             row = outbox_row(tmp_path, outbox_id)
             assert (row["status"], row["attempts"]) == ("retry", 1), row
             assert "connection lost" in row["lastSmtpReply"]
-            assert server.messages == [], "a message cut in DATA did not arrive"
+            assert server.messages == [], "a message cut before its end did not arrive"
             with engine.begin() as connection:
                 due = connection.scalar(select(OutboxMessage.next_attempt_at).where(OutboxMessage.id == outbox_id))
                 assert due is not None and due > utcnow() + timedelta(seconds=30), "retried after a backoff"
@@ -321,6 +322,33 @@ def test_smtp_cut_mid_data_the_reply_is_retried_and_arrives_once(
         assert (row["status"], row["attempts"]) == ("sent", 2)
         assert server.message_ids() == [row["messageId"]], "arrived exactly once"
         assert proxy.accepted == 2, "one connection cut, one new"
+    verified(tmp_path)
+
+
+def test_smtp_cut_after_the_end_of_data_the_reply_is_uncertain_and_never_sent_twice(
+    tmp_path: Path, database_url: str, engine: Engine, imap_user: ImapUser
+) -> None:
+    with running_faulty_server() as server, running_proxy(server.port) as proxy:
+        write_config(tmp_path, database_url, imap=imap_user, mailbox_name=imap_user.name, smtp_port=proxy.port,
+                     extra="[replies]\nrelay_interval = 0.5\n")
+        ok(tmp_path, "init")
+        _, outbox_id = reply_queued(tmp_path, imap_user)
+        log = tmp_path / "service.log"
+        # The server gets the end of DATA and accepts the message; its 250 never reaches the relay.
+        proxy.cut_at(b"\r\n.\r\n", "upstream", forward=True)
+        service = start_service(tmp_path, log, "relay")
+        try:
+            assert proxy.cut_happened.wait(60), "the cut never came"
+            wait_until(lambda: outbox_status(engine, outbox_id) == "uncertain", 60, "the relay recorded the attempt")
+            time.sleep(2)  # four more relay rounds: none of them sends it again
+        finally:
+            stop_service(service, log)
+        row = outbox_row(tmp_path, outbox_id)
+        assert (row["status"], row["attempts"]) == ("uncertain", 1), row
+        assert "may or may not have the message" in row["lastSmtpReply"]
+        assert server.message_ids() == [row["messageId"]], "the customer got it once, and only once"
+        ok(tmp_path, "outbox", "mark-sent", str(outbox_id), "--as", "beheer@gemeente.nl")
+        assert outbox_row(tmp_path, outbox_id)["status"] == "sent"
     verified(tmp_path)
 
 

@@ -19,6 +19,7 @@ import pytest
 from sqlalchemy import delete, select
 from support.dovecot import ImapUser
 from support.mails import customer_mail, queue_mail
+from support.netproxy import running_proxy
 from support.outbox import CUSTOMER, SENDER, QueuedReply, queue_replies, queue_reply
 from support.smtpfaults import FaultySmtpServer, running_faulty_server
 from support.smtpserver import SmtpTestServer
@@ -222,17 +223,65 @@ def test_a_permanent_refusal_fails_and_the_kcc_gets_a_task_with_the_reply(
     assert relay(smtp_app, utcnow() + timedelta(days=5)).total == 0, "a failed reply is never retried by itself"
 
 
-def test_a_connection_dropped_mid_data_is_retried(smtp_app: App, server: FaultySmtpServer) -> None:
+def test_a_connection_dropped_after_the_end_of_data_is_uncertain_and_never_resent(
+    smtp_app: App, server: FaultySmtpServer
+) -> None:
     queued = queue_reply(smtp_app.uow())
-    server.script(drop_on_data=1)
-    t0 = utcnow()
+    server.script(drop_on_data=1)  # the server got the whole message, then the connection died: did it arrive?
 
-    assert relay(smtp_app, t0).line() == "sent=0 retry=1 failed=0 uncertain=0"
+    assert relay(smtp_app).line() == "sent=0 retry=0 failed=0 uncertain=1"
     row = outbox(smtp_app, queued)
-    assert row.status == "retry" and "connection lost" in row.last_smtp_reply
+    assert row.status == "uncertain" and "may or may not have the message" in row.last_smtp_reply
+    assert f"kcc-mail outbox resend {queued.outbox_id}" in row.last_smtp_reply
     assert server.dropped == 1
+    assert relay(smtp_app, utcnow() + timedelta(days=1)).total == 0, "never resent without an operator"
+    assert contact(smtp_app, queued)["leiddeTotInterneTaken"] == [], "not undelivered: unknown"
 
-    assert relay(smtp_app, row.next_attempt_at).sent == 1
+    resend(smtp_app.uow(), queued.outbox_id, ANNA)
+    assert relay(smtp_app).sent == 1
+    assert [m.data for m in server.messages] == [queued.data]
+
+
+def test_no_answer_to_the_end_of_data_within_the_wait_is_uncertain_and_sent_once(
+    smtp_app: App, server: FaultySmtpServer
+) -> None:
+    queued = queue_reply(smtp_app.uow())
+    impatient = dataclasses.replace(smtp_app.config.smtp, data_timeout=1.0)
+    app = dataclasses.replace(smtp_app, config=dataclasses.replace(smtp_app.config, smtp=impatient))
+    server.hold_data()  # the server has the message and answers only after the client stopped waiting
+    try:
+        assert relay(app).line() == "sent=0 retry=0 failed=0 uncertain=1"
+    finally:
+        server.release()
+    row = outbox(app, queued)
+    assert row.status == "uncertain" and "no answer within 1 s" in row.last_smtp_reply
+    assert relay(app, utcnow() + timedelta(days=1)).total == 0, "the customer has it: it is not sent again"
+    assert server.message_ids() == [queued.message_id]
+
+    mark_sent(app.uow(), queued.outbox_id, ANNA)
+    assert contact(app, queued)["indicatieContactGelukt"] is True
+
+
+def test_the_default_wait_for_the_end_of_data_is_ten_minutes_apart_from_the_command_timeout() -> None:
+    smtp = SmtpConfig()
+    assert (smtp.data_timeout, smtp.timeout) == (600.0, 60.0)
+
+
+def test_a_connection_lost_before_the_end_of_data_is_retried_and_arrives_once(
+    smtp_app: App, server: FaultySmtpServer
+) -> None:
+    queued = queue_reply(smtp_app.uow())
+    with running_proxy(server.port) as proxy:
+        through_proxy = dataclasses.replace(smtp_app.config.smtp, port=proxy.port)
+        app = dataclasses.replace(smtp_app, config=dataclasses.replace(smtp_app.config, smtp=through_proxy))
+        proxy.cut_at(b"data\r\n", "upstream")  # the server never sees DATA: the message cannot have arrived
+        t0 = utcnow()
+        assert relay(app, t0).line() == "sent=0 retry=1 failed=0 uncertain=0"
+        row = outbox(app, queued)
+        assert row.status == "retry" and "before the end of the message was sent" in row.last_smtp_reply
+        assert server.messages == []
+
+        assert relay(app, row.next_attempt_at).sent == 1
     assert [m.data for m in server.messages] == [queued.data]
 
 
