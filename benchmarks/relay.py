@@ -33,10 +33,11 @@ import psycopg  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 from support.outbox import QueuedReply, queue_replies  # noqa: E402
 
+from kcc.bootstrap import App, build_app  # noqa: E402
 from kcc.config import Config, DatabaseConfig, SmtpConfig  # noqa: E402
-from kcc.undelivered import report_undelivered  # noqa: E402
-from kcc.wiring import App, build_app  # noqa: E402
-from replies.relay import RelaySettings, relay_once  # noqa: E402
+from kcc.usecases.outbox import Outbox  # noqa: E402
+from replies.delivery import RelaySettings  # noqa: E402
+from replies.relay import relay_once  # noqa: E402
 from store.engine import make_engine  # noqa: E402
 from store.schema import upgrade  # noqa: E402
 
@@ -85,8 +86,8 @@ def bare_loop(port: int, messages: list[QueuedReply], sender: str, recipient: st
 
 def relay_rate(app: App, count: int) -> float:
     started = time.perf_counter()
-    summary = relay_once(app.uow(), app.transport(), on_undelivered=report_undelivered,
-                         settings=RelaySettings(lease_seconds=300))
+    settings = RelaySettings(lease_seconds=300)
+    summary = relay_once(Outbox(app.uow, settings), app.transport(), settings=settings)
     elapsed = time.perf_counter() - started
     if summary.sent != count:
         raise SystemExit(f"the relay sent {summary.line()}, expected sent={count}")

@@ -37,13 +37,19 @@ from typing import IO
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 
-from ingest.importer import looks_like_mail  # noqa: E402
-from ingest.intake import ClassifyOptions, analyse, store_mail  # noqa: E402
+from ingest.analysis import (  # noqa: E402
+    AnalyseSettings,
+    ClassifyOptions,
+    analyse,
+)
 from ingest.parse import ParsedMail  # noqa: E402
-from ingest.reprocess import AnalyseSettings, Selection, default_workers, reprocess  # noqa: E402
 from ingest.sources.base import FetchedMail, MailRef  # noqa: E402
+from ingest.sources.files import looks_like_mail  # noqa: E402
+from ingest.workers import default_workers  # noqa: E402
+from kcc.bootstrap import App, build_app  # noqa: E402
 from kcc.config import Config, DatabaseConfig  # noqa: E402
-from kcc.wiring import App, build_app  # noqa: E402
+from kcc.usecases.intake import store_mail  # noqa: E402
+from kcc.usecases.reprocess import Selection, reprocess  # noqa: E402
 from store.schema import upgrade  # noqa: E402
 
 CORPUS = ROOT.parent / "shared" / "corpus"

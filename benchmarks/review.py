@@ -24,11 +24,10 @@ from sqlalchemy import insert, update  # noqa: E402
 from support.mails import customer_mail, queue_mail  # noqa: E402
 
 from benchmarks.intake import drop_postgres, postgres_database  # noqa: E402
-from kcc.actors import medewerker  # noqa: E402
-from kcc.antwoord import Antwoord  # noqa: E402
+from kcc.bootstrap import build_app  # noqa: E402
 from kcc.config import Config, DatabaseConfig  # noqa: E402
-from kcc.review import register  # noqa: E402
-from kcc.wiring import build_app  # noqa: E402
+from kcc.records.actor import medewerker  # noqa: E402
+from kcc.usecases.reply import Reply, reply  # noqa: E402
 from store.klantinteracties import Betrokkene, Klantcontact, Referentieteller  # noqa: E402
 from store.schema import upgrade  # noqa: E402
 
@@ -63,12 +62,12 @@ def measure(url: str, existing: int, decisions: int, workdir: Path) -> list[floa
     upgrade(app.engine)
     seed(app, existing)
     mail_ids = [queue_mail(app, customer_mail(subject=f"Vraag {i}")) for i in range(decisions)]
-    follow_up = Antwoord(variables=(("tekst", "Dank voor uw vraag; het antwoord staat hieronder."),))
+    follow_up = Reply(variables=(("tekst", "Dank voor uw vraag; het antwoord staat hieronder."),))
     anna = medewerker("anna@gemeente.nl")
     latencies = []
     for mail_id in mail_ids:
         started = time.perf_counter()
-        register(app.uow(), config, mail_id, follow_up, anna)
+        reply(app.uow(), config, mail_id, follow_up, anna)
         latencies.append(time.perf_counter() - started)
     app.close()
     return latencies

@@ -9,32 +9,20 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol
 
-from sqlalchemy.exc import SQLAlchemyError
-
-from ingest.intake import (
-    Analysis,
-    ClassifyOptions,
-    IntakeSummary,
-    Parser,
-    acquire_lease,
-    analyse,
-    default_parser,
-    record_progress,
-    release_lease,
-    store_mail,
-    stored_digests,
-)
-from ingest.parallel import AnalysePool
+from ingest.analysis import Analysis, ClassifyOptions, Parser, StoredMail, analyse, analyse_mail, default_parser
 from ingest.sources.base import FetchedMail, MailCommandError, MailRef, MailSource, SourceError
 from ingest.storing import StoredBatch, StoringThread
+from ingest.workers import ParsePool
 from store.blobs import sha256_hex
+from store.engine import describe_error
+from store.states import MailState
 from store.types import utcnow
-from store.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +30,67 @@ IDLE_SLICE_SECONDS = 5.0
 PIPELINE_MIN_MAILS = 20  # fewer new mails than this are parsed here: starting a worker would cost more
 PIPELINE_DEPTH = 8  # mails fetched and parsing ahead of the one being stored; bounds the memory held in flight
 MAX_BACKOFF_SECONDS = 60.0
+
+
+@dataclass
+class IntakeSummary:
+    """Counts for one poll, as printed by `kcc-mail poll --once`."""
+
+    fetched: int = 0
+    stored: int = 0
+    quarantined: int = 0
+    duplicates: int = 0
+    errors: int = 0
+    failures: list[str] = field(default_factory=list)
+
+    def add(self, other: IntakeSummary) -> None:
+        self.fetched += other.fetched
+        self.stored += other.stored
+        self.quarantined += other.quarantined
+        self.duplicates += other.duplicates
+        self.errors += other.errors
+        self.failures.extend(other.failures)
+
+    def line(self) -> str:
+        return (
+            f"fetched={self.fetched} stored={self.stored} quarantined={self.quarantined} "
+            f"duplicates={self.duplicates}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxProgress:
+    """How far intake got in one mailbox folder: the UIDVALIDITY it last saw and the UID below which all is stored."""
+
+    uidvalidity: int | None
+    high_water_uid: int
+
+
+class IntakeLedger(Protocol):
+    """What the poller needs from the database; each call is one transaction (kcc.usecases.intake.Intake)."""
+
+    def acquire_lease(self, mailbox: str, owner: str) -> MailboxProgress | None:
+        """Take or renew the right to poll `mailbox`; None while another live process holds it."""
+        ...
+
+    def release_lease(self, mailbox: str, owner: str) -> None: ...
+
+    def record_progress(
+        self, mailbox: str, owner: str, *, uidvalidity: int | None, high_water_uid: int | None, error: str = "",
+        success: bool = True,
+    ) -> None:
+        """Move the high-water mark forward and note the poll's outcome (an error for `kcc-mail status`)."""
+        ...
+
+    def stored_digests(self, mailbox: str) -> set[str]:
+        """The sha256 of every mail stored for `mailbox` (a UIDVALIDITY re-scan skips these unparsed)."""
+        ...
+
+    def store(
+        self, mailbox: str, fetched: FetchedMail, uidvalidity: int | None, analysis: Analysis
+    ) -> StoredMail | None:
+        """Store one mail, parsed or quarantined, and commit; None when it was stored before."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,17 +117,17 @@ class Poller:
     """Intake for one mailbox; `run_once` for cron and tests, `run_forever` for the service."""
 
     def __init__(
-        self, uow_factory: Callable[[], UnitOfWork], source: MailSource, settings: PollSettings, owner: str,
+        self, ledger: IntakeLedger, source: MailSource, settings: PollSettings, owner: str,
         *, parser: Parser = default_parser, stop: threading.Event | None = None,
     ) -> None:
-        self._uow = uow_factory
+        self._ledger = ledger
         self._source = source
         self._settings = settings
         self._owner = owner
         self._parser = parser
         self._stop = stop or threading.Event()
         self._known: set[str] | None = None  # during a re-scan: the sha256 of every mail already stored
-        self._pool: AnalysePool | None = None  # parse workers, once there was a backlog worth them
+        self._pool: ParsePool | None = None  # parse workers, once there was a backlog worth them
 
     @property
     def mailbox(self) -> str:
@@ -86,7 +135,7 @@ class Poller:
 
     def run_once(self) -> IntakeSummary:
         """Fetch everything new (a full re-scan after a UIDVALIDITY change) and return the counts."""
-        state = acquire_lease(self._uow(), self.mailbox, self._owner)
+        state = self._ledger.acquire_lease(self.mailbox, self._owner)
         if state is None:
             log.info("mailbox=%s is being polled by another process; skipped", self.mailbox, extra=self._context)
             return IntakeSummary()
@@ -102,17 +151,17 @@ class Poller:
                 self.mailbox, state.uidvalidity, status.uidvalidity, extra=self._context,
             )
         above = 0 if rescan or state.uidvalidity is None else state.high_water_uid
-        self._known = stored_digests(self._uow(), self.mailbox) if rescan else None
+        self._known = self._ledger.stored_digests(self.mailbox) if rescan else None
         summary = IntakeSummary()
         try:
             refs = self._source.list_new(above)
             if self._pool is None and self._parser is default_parser and len(refs) >= PIPELINE_MIN_MAILS:
-                self._pool = AnalysePool(self._settings.max_mail_bytes, self._settings.classify, workers=2)
+                self._pool = ParsePool(workers=2)
             if refs:
                 self._fetch_and_store(refs, status.uidvalidity, summary)
             else:
-                record_progress(
-                    self._uow(), self.mailbox, self._owner, uidvalidity=status.uidvalidity, high_water_uid=None
+                self._ledger.record_progress(
+                    self.mailbox, self._owner, uidvalidity=status.uidvalidity, high_water_uid=None
                 )
         except SourceError as exc:
             self._record_failure(status.uidvalidity, str(exc))
@@ -165,8 +214,8 @@ class Poller:
             if stored.handled:
                 self._source.mark_processed(stored.handled)
             if stored.complete:
-                record_progress(
-                    self._uow(), self.mailbox, self._owner, uidvalidity=uidvalidity,
+                self._ledger.record_progress(
+                    self.mailbox, self._owner, uidvalidity=uidvalidity,
                     high_water_uid=high_water(stored.batch, stored.handled),
                 )
 
@@ -176,7 +225,11 @@ class Poller:
         received_at = fetched.internaldate or utcnow()
         if self._known is not None and digest in self._known:
             return Parsing(fetched, digest, received_at, None, duplicate=True)
-        future = self._pool.submit(fetched.raw, received_at, digest) if self._pool else None
+        future = None
+        if self._pool is not None:
+            settings = self._settings
+            future = self._pool.submit(analyse_mail, fetched.raw, received_at, settings.max_mail_bytes,
+                                       settings.classify, digest)
         return Parsing(fetched, digest, received_at, future)
 
     def _store(self, parsing: Parsing, uidvalidity: int, summary: IntakeSummary) -> MailRef:
@@ -184,17 +237,19 @@ class Poller:
         if parsing.duplicate:
             summary.duplicates += 1
             return fetched.ref
+        settings = self._settings
         if parsing.future is not None and self._pool is not None:
-            analysis = self._pool.result(parsing.future, fetched.raw, parsing.received_at, parsing.digest)
+            analysis = self._pool.result(parsing.future, analyse_mail, fetched.raw, parsing.received_at,
+                                         settings.max_mail_bytes, settings.classify, parsing.digest)
         else:
             analysis = analyse(
                 fetched.raw, parsing.received_at, max_mail_bytes=self._settings.max_mail_bytes,
                 options=self._settings.classify, parser=self._parser, digest=parsing.digest,
             )
-        mail = store_mail(self._uow(), self.mailbox, fetched, uidvalidity, analysis)
+        mail = self._ledger.store(self.mailbox, fetched, uidvalidity, analysis)
         if mail is None:
             summary.duplicates += 1
-        elif mail.state == "quarantaine":
+        elif mail.state == MailState.QUARANTAINE:
             summary.quarantined += 1
             log.warning("mailbox=%s mail=%s quarantined reason=%s", self.mailbox, mail.id, mail.reason,
                         extra=self._context | {"mail": mail.id})
@@ -205,12 +260,11 @@ class Poller:
 
     def _record_failure(self, uidvalidity: int | None, error: str) -> None:
         try:
-            record_progress(
-                self._uow(), self.mailbox, self._owner, uidvalidity=uidvalidity, high_water_uid=None,
-                error=error, success=False,
+            self._ledger.record_progress(
+                self.mailbox, self._owner, uidvalidity=uidvalidity, high_water_uid=None, error=error, success=False,
             )
         except Exception as exc:  # the database may be what failed; the caller's error is the one that matters
-            log.error("mailbox=%s could not record the failed poll: %s", self.mailbox, _safe(exc),
+            log.error("mailbox=%s could not record the failed poll: %s", self.mailbox, describe_error(exc),
                       extra=self._context)
 
     def run_forever(self) -> None:
@@ -225,10 +279,10 @@ class Poller:
             except SourceError as exc:
                 problem = f"unreachable ({exc})"
             except Exception as exc:  # the database or a bug; the service must keep going for the other mail
-                log.error("mailbox=%s poll failed: %s", self.mailbox, _safe(exc), extra=self._context)
+                log.error("mailbox=%s poll failed: %s", self.mailbox, describe_error(exc), extra=self._context)
                 log.debug("mailbox=%s poll failure", self.mailbox, exc_info=True, extra=self._context)
                 problem = f"poll failed ({type(exc).__name__})"
-                self._record_failure(None, f"{problem}: {_safe(exc)}; the service retries, see its log")
+                self._record_failure(None, f"{problem}: {describe_error(exc)}; the service retries, see its log")
             failures += 1
             delay = min(MAX_BACKOFF_SECONDS, 2 ** min(failures, 6)) * random.uniform(0.5, 1.0)
             log.warning("mailbox=%s %s; retrying in %.0f s", self.mailbox, problem, delay, extra=self._context)
@@ -243,7 +297,7 @@ class Poller:
             self._pool.close()
             self._pool = None
         try:
-            release_lease(self._uow(), self.mailbox, self._owner)
+            self._ledger.release_lease(self.mailbox, self._owner)
         except Exception:
             log.warning("mailbox=%s could not release its lease; it expires by itself", self.mailbox,
                         extra=self._context)
@@ -275,10 +329,3 @@ def high_water(batch: Sequence[MailRef], handled: Sequence[MailRef]) -> int | No
     return max(below) if below else None
 
 
-def _safe(exc: BaseException) -> str:
-    """An error for a log line at ERROR: a database error's SQL parameters hold mail text and addresses, so only
-    the kinds of error are named (the full error is logged at DEBUG)."""
-    if isinstance(exc, SQLAlchemyError):
-        orig = getattr(exc, "orig", None)
-        return f"{type(exc).__name__}: {type(orig).__name__ if orig is not None else 'database error'}"
-    return f"{type(exc).__name__}: {exc}"

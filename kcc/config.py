@@ -8,6 +8,7 @@ variable or a file that holds them.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import ipaddress
 import os
 import tomllib
@@ -16,14 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from kcc.errors import ConfigError as ConfigError  # this module's error, defined with the others
+
 DEFAULT_CONFIG_FILE = Path("kcc-mail.toml")
 
 Security = Literal["tls", "starttls", "none"]
 AuthMethod = Literal["password", "xoauth2"]
-
-
-class ConfigError(Exception):
-    """The configuration cannot be used; the message says where and what to change."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +99,19 @@ class RepliesConfig:
         """The configured folder, else the templates that ship with kcc-mail (templates/replies)."""
         if self.templates_dir:
             return Path(self.templates_dir)
-        return Path(__file__).resolve().parents[1] / "templates" / "replies"
+        return builtin_templates()
+
+
+def builtin_templates() -> Path:
+    """The reply templates that ship with kcc-mail.
+
+    Installed from a wheel they are package data, `replies/builtin_templates` (pyproject.toml maps the checkout's
+    templates/replies there); run from a checkout (an editable install) they are that folder itself.
+    """
+    spec = importlib.util.find_spec("replies.builtin_templates")
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+    return Path(__file__).resolve().parents[1] / "templates" / "replies"
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,33 +309,3 @@ def _check_monitoring(monitoring: MonitoringConfig, where: str) -> None:
             f"{where}: monitoring.heartbeat_critical_seconds ({critical_seconds:g}) must be more than "
             f"heartbeat_interval ({monitoring.heartbeat_interval:g}), or a live service would look dead"
         )
-
-
-_SECRETS: set[str] = set()
-
-
-def known_secrets() -> frozenset[str]:
-    """Every secret read so far (at least 4 characters), so the log handler can mask them wherever they appear."""
-    return frozenset(_SECRETS)
-
-
-def resolve_secret(env_name: str, file_name: str, what: str, environ: typing.Mapping[str, str] | None = None) -> str:
-    """Read a secret from the named environment variable or file; the secret itself never enters the config."""
-    env = os.environ if environ is None else environ
-    if env_name:
-        value = env.get(env_name)
-        if value:
-            return _remember(value)
-        raise ConfigError(f"{what}: environment variable {env_name} is not set; export it before starting kcc-mail")
-    if file_name:
-        try:
-            return _remember(Path(file_name).read_text(encoding="utf-8").strip())
-        except OSError as exc:
-            raise ConfigError(f"{what}: cannot read secret file {file_name}: {exc.strerror}") from None
-    raise ConfigError(f"{what}: no secret configured; set password_env or password_file (token_* for xoauth2)")
-
-
-def _remember(secret: str) -> str:
-    if len(secret) >= 4:
-        _SECRETS.add(secret)
-    return secret

@@ -11,7 +11,8 @@ import logging
 import sys
 from datetime import UTC, datetime
 
-from kcc.config import known_secrets
+from kcc.secrets import known_secrets
+from store.engine import describe_error
 
 CONTEXT_FIELDS = ("mailbox", "mail", "outbox")
 
@@ -72,12 +73,4 @@ def log_failure(logger: logging.Logger, message: str, exc: BaseException) -> Non
 
 def describe(exc: BaseException) -> str:
     """The error's type and its first line; a database error's driver error type, never its statement."""
-    original = getattr(exc, "orig", None)
-    if original is not None:
-        return f"{type(exc).__name__} ({type(original).__name__}: {_first_line(original)})"
-    return f"{type(exc).__name__}: {_first_line(exc)}"
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).splitlines()
-    return lines[0] if lines else ""
+    return describe_error(exc)

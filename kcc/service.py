@@ -11,18 +11,16 @@ import uuid
 from collections.abc import Iterable
 from types import FrameType
 
-from ingest.intake import ClassifyOptions, IntakeSummary
-from ingest.poller import Poller, PollSettings
+from ingest.poller import IntakeSummary, Poller, PollSettings
 from ingest.sources.base import SourceError
-from kcc.bounces import process_bounces
-from kcc.config import Config, MailboxConfig
+from kcc.bootstrap import App, classify_options, relay_settings
+from kcc.config import MailboxConfig
 from kcc.logs import log_failure
-from kcc.status import Heartbeat, beat, forget_dead, remove_heartbeat
-from kcc.undelivered import report_undelivered
-from kcc.wiring import App
+from kcc.usecases.bounces import process_bounces
+from kcc.usecases.heartbeat import Heartbeat, beat, forget_dead, remove_heartbeat
 from replies import relay as outbox_relay
-from replies.relay import RelaySettings, RelaySummary
-from replies.sentcopy import SentCopy
+from replies.delivery import RelaySummary
+from replies.relay import SentCopy
 from store.types import utcnow
 
 log = logging.getLogger(__name__)
@@ -33,19 +31,12 @@ def process_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def classify_options(config: Config) -> ClassifyOptions:
-    """Our own addresses and Message-ID domain, so a mail we sent that comes back is recognised as a loop."""
-    own = {config.smtp.from_address.lower()} | {m.username.lower() for m in config.mailboxes if "@" in m.username}
-    domains = {address.rsplit("@", 1)[1] for address in own if "@" in address}
-    return ClassifyOptions(own_addresses=frozenset(own), own_message_id_domains=frozenset(domains))
-
-
 def make_poller(app: App, mailbox: MailboxConfig, owner: str, stop: threading.Event | None = None) -> Poller:
     settings = PollSettings(
         mailbox=mailbox.name, max_mail_bytes=app.config.storage.max_mail_bytes,
         poll_interval=mailbox.poll_interval, batch_size=mailbox.batch_size, classify=classify_options(app.config),
     )
-    return Poller(app.uow, app.source(mailbox), settings, owner, stop=stop)
+    return Poller(app.intake(), app.source(mailbox), settings, owner, stop=stop)
 
 
 def poll_once(app: App, mailboxes: Iterable[MailboxConfig]) -> tuple[IntakeSummary, list[str]]:
@@ -64,17 +55,12 @@ def poll_once(app: App, mailboxes: Iterable[MailboxConfig]) -> tuple[IntakeSumma
     return total, unreachable
 
 
-def relay_settings(config: Config) -> RelaySettings:
-    return RelaySettings(lease_seconds=config.replies.lease_seconds)
-
-
 def relay_once(app: App) -> RelaySummary:
     """Send every reply that is due, then return (cron, `kcc-mail relay --once`)."""
     sent_copy = app.sent_copy()
     try:
         return outbox_relay.relay_once(
-            app.uow(), app.transport(), on_undelivered=report_undelivered, settings=relay_settings(app.config),
-            sent_copy=sent_copy,
+            app.outbox(), app.transport(), settings=relay_settings(app.config), sent_copy=sent_copy,
         )
     finally:
         if sent_copy is not None:
@@ -84,8 +70,8 @@ def relay_once(app: App) -> RelaySummary:
 def run_relay(app: App, stop: threading.Event, sent_copy: SentCopy | None) -> None:
     """Relay rounds every `replies.relay_interval` seconds until `stop`; the message in hand is finished first."""
     outbox_relay.run_forever(
-        stop, app.uow(), app.transport(), interval=app.config.replies.relay_interval,
-        on_undelivered=report_undelivered, settings=relay_settings(app.config), sent_copy=sent_copy,
+        stop, app.outbox(), app.transport(), interval=app.config.replies.relay_interval,
+        settings=relay_settings(app.config), sent_copy=sent_copy,
     )
 
 

@@ -15,12 +15,11 @@ import contextlib
 import re
 import smtplib
 import ssl
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from kcc.config import SmtpConfig, resolve_secret
 from store.types import utcnow
 
 Outcome = Literal["accepted", "temporary", "permanent", "unknown"]
@@ -32,6 +31,28 @@ DATA_TIMEOUT = 600.0
 """RFC 5321 §4.5.3.2.6: a client should wait 10 minutes for the answer to the end of DATA."""
 
 
+Security = Literal["tls", "starttls", "none"]
+AuthMethod = Literal["password", "xoauth2"]
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpSettings:
+    """How to reach the SMTP server, as the application configures it.
+
+    `secret` (a password, or an OAuth2 access token for `auth = "xoauth2"`) is called at every connect that logs
+    in, so a rotated token is picked up; no `username` means no AUTH.
+    """
+
+    host: str
+    port: int = 587
+    security: Security = "starttls"
+    auth: AuthMethod = "password"
+    username: str = ""
+    secret: Callable[[], str] | None = None
+    timeout: float = 60.0
+    data_timeout: float = DATA_TIMEOUT
+
+
 class SmtpConnectError(Exception):
     """The SMTP server could not be reached or refused our login; the message says which and what to check."""
 
@@ -40,43 +61,40 @@ class StaleConnection(Exception):
     """A reused connection turned out dead before MAIL FROM was accepted: nothing was sent, so resending is safe."""
 
 
-def connect(
-    config: SmtpConfig, *, ssl_context: ssl.SSLContext | None = None, environ: Mapping[str, str] | None = None
-) -> smtplib.SMTP:
+def connect(settings: SmtpSettings, *, ssl_context: ssl.SSLContext | None = None) -> smtplib.SMTP:
     """Open an authenticated connection; certificates are always verified."""
     context = ssl_context or ssl.create_default_context()
-    where = f"SMTP server {config.host}:{config.port}"
+    where = f"SMTP server {settings.host}:{settings.port}"
     try:
         client: smtplib.SMTP
-        if config.security == "tls":
-            client = smtplib.SMTP_SSL(config.host, config.port, timeout=config.timeout, context=context)
+        if settings.security == "tls":
+            client = smtplib.SMTP_SSL(settings.host, settings.port, timeout=settings.timeout, context=context)
         else:
-            client = smtplib.SMTP(config.host, config.port, timeout=config.timeout)
+            client = smtplib.SMTP(settings.host, settings.port, timeout=settings.timeout)
         client.ehlo()
-        if config.security == "starttls":
+        if settings.security == "starttls":
             client.starttls(context=context)
             client.ehlo()
-        if config.username:
-            _login(client, config, environ)
+        if settings.username:
+            _login(client, settings)
         return client
     except smtplib.SMTPAuthenticationError as exc:
         raise SmtpConnectError(
-            f"{where} refused the login of {config.username} ({exc.smtp_code}); check the password or token"
+            f"{where} refused the login of {settings.username} ({exc.smtp_code}); check the password or token"
         ) from None
     except (OSError, smtplib.SMTPException) as exc:
         raise SmtpConnectError(f"{where} cannot be reached: {exc}; check host, port and security") from None
 
 
-def _login(client: smtplib.SMTP, config: SmtpConfig, environ: Mapping[str, str] | None) -> None:
-    if config.auth == "xoauth2":
-        token = resolve_secret(config.token_env, config.token_file, "[smtp] token", environ)
-        blob = base64.b64encode(f"user={config.username}\x01auth=Bearer {token}\x01\x01".encode()).decode()
+def _login(client: smtplib.SMTP, settings: SmtpSettings) -> None:
+    secret = settings.secret() if settings.secret is not None else ""
+    if settings.auth == "xoauth2":
+        blob = base64.b64encode(f"user={settings.username}\x01auth=Bearer {secret}\x01\x01".encode()).decode()
         code, reply = client.docmd("AUTH", f"XOAUTH2 {blob}")
         if code != 235:
             raise smtplib.SMTPAuthenticationError(code, reply)
         return
-    password = resolve_secret(config.password_env, config.password_file, "[smtp] password", environ)
-    client.login(config.username, password)
+    client.login(settings.username, secret)
 
 
 # --- outcomes ---------------------------------------------------------------------------------------------------

@@ -14,15 +14,23 @@ import re
 import smtplib
 import ssl
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 from pathlib import Path
 from typing import Protocol
 
-from kcc.config import SmtpConfig
-from replies.smtp import LOST, Delivery, SmtpConnectError, StaleConnection, connect, is_open, send_message
+from replies.smtp import (
+    LOST,
+    Delivery,
+    SmtpConnectError,
+    SmtpSettings,
+    StaleConnection,
+    connect,
+    is_open,
+    send_message,
+)
 from store.types import utcnow
 
 log = logging.getLogger(__name__)
@@ -51,12 +59,11 @@ class SmtpTransport:
     """One SMTP connection reused for a batch, reconnected once when the server dropped it between messages."""
 
     def __init__(
-        self, config: SmtpConfig, *, ssl_context: ssl.SSLContext | None = None,
-        environ: Mapping[str, str] | None = None, clock: Callable[[], datetime] = utcnow,
+        self, settings: SmtpSettings, *, ssl_context: ssl.SSLContext | None = None,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
-        self._config = config
+        self._settings = settings
         self._ssl_context = ssl_context
-        self._environ = environ
         self._clock = clock
         self._client: smtplib.SMTP | None = None
         self._unreachable = ""
@@ -82,7 +89,7 @@ class SmtpTransport:
                     continue
             try:
                 delivery = send_message(client, envelope_from, recipients, data, clock=self._clock,
-                                        data_timeout=self._config.data_timeout)
+                                        data_timeout=self._settings.data_timeout)
             except StaleConnection as exc:
                 self._drop()
                 if attempt == 2:
@@ -104,10 +111,10 @@ class SmtpTransport:
 
     @property
     def _where(self) -> str:
-        return f"{self._config.host}:{self._config.port}"
+        return f"{self._settings.host}:{self._settings.port}"
 
     def _connect(self) -> smtplib.SMTP:
-        return connect(self._config, ssl_context=self._ssl_context, environ=self._environ)
+        return connect(self._settings, ssl_context=self._ssl_context)
 
     def _drop(self) -> None:
         client, self._client = self._client, None

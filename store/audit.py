@@ -6,11 +6,11 @@ import uuid as uuid_module
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, event
-from sqlalchemy.orm import Mapped, Mapper, mapped_column
+from sqlalchemy import JSON, event, insert
+from sqlalchemy.orm import Mapped, Mapper, Session, mapped_column
 
 from store.base import Base, created_column, id_column, uuid_column
-from store.types import SafeString
+from store.types import SafeString, utcnow
 
 
 class AuditEvent(Base):
@@ -34,3 +34,17 @@ class AuditIsAppendOnly(Exception):
 @event.listens_for(AuditEvent, "before_delete")
 def _refuse_change(mapper: Mapper[AuditEvent], connection: object, target: AuditEvent) -> None:
     raise AuditIsAppendOnly(f"audit event {target.uuid} cannot be changed or deleted; add a new event instead")
+
+
+_INSERT = insert(AuditEvent.__table__)  # type: ignore[arg-type]
+
+
+def record(session: Session, who: str, action: str, object_type: str, object_id: object, **details: object) -> None:
+    """Add one audit event to the caller's transaction: it is committed with the change it accounts for, or not.
+
+    The one writer of the audit trail. A plain INSERT (no ORM object to track), as reprocessing may write many.
+    """
+    session.execute(_INSERT, {
+        "uuid": uuid_module.uuid4(), "at": utcnow(), "who": who[:320], "action": action[:50],
+        "object_type": object_type[:50], "object_id": str(object_id)[:64], "details": dict(details),
+    })

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid as uuid_module
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import BigInteger, CheckConstraint, Enum, Integer, MetaData, Uuid
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -39,9 +40,13 @@ def created_column() -> Mapped[datetime]:
     return mapped_column(UTCDateTime(), default=utcnow, nullable=False)
 
 
-def choice(name: str, *values: str) -> Enum:
-    """A string enum, enforced by a CHECK constraint on both SQLite and PostgreSQL."""
-    return Enum(*values, name=name, native_enum=False, create_constraint=True, length=max(map(len, values)))
+def choice(name: str, values: type[StrEnum]) -> Enum:
+    """A column holding one of `values`, enforced by a CHECK constraint on both SQLite and PostgreSQL.
+
+    The column reads and writes plain strings (a StrEnum member is one), so Core statements need no conversion.
+    """
+    members = [member.value for member in values]
+    return Enum(*members, name=name, native_enum=False, create_constraint=True, length=max(map(len, members)))
 
 
 def add_length_checks(metadata: MetaData) -> None:

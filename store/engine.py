@@ -8,7 +8,8 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from store.types import BinaryList
@@ -92,3 +93,22 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
 
 def is_postgresql(engine: Engine) -> bool:
     return engine.dialect.name == "postgresql"
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Is this the database failing (gone, locked, timed out) rather than one statement's data being refused?"""
+    if isinstance(exc, OperationalError | InterfaceError | DisconnectionError | PoolTimeout):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+def describe_error(exc: BaseException) -> str:
+    """The kind of failure without SQL or parameters (they hold mail text): `StatementError (OverflowError: …)`.
+
+    Only the driver error's first line: PostgreSQL puts the refused row's values on the DETAIL line after it.
+    """
+    original = getattr(exc, "orig", None)
+    cause = original if original is not None else exc
+    lines = str(cause).splitlines()
+    detail = f"{type(cause).__name__}: {lines[0]}" if lines else type(cause).__name__
+    return f"{type(exc).__name__} ({detail})" if original is not None else detail

@@ -9,16 +9,8 @@ from sqlalchemy import BigInteger, Boolean, CheckConstraint, Date, ForeignKey, U
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from store.base import Base, Key, choice, created_column, id_column, uuid_column
+from store.states import Rol, SoortActor, SoortDigitaalAdres, TaakStatus, Vertrouwelijkheidaanduiding
 from store.types import SafeString, UTCDateTime
-
-SOORT_ACTOR = ("medewerker", "organisatorische_eenheid", "geautomatiseerde_actor")
-ROL = ("klant", "vertegenwoordiger")
-SOORT_DIGITAAL_ADRES = ("email", "telefoonnummer", "overig")
-TAAK_STATUS = ("te_verwerken", "verwerkt")
-VERTROUWELIJKHEIDAANDUIDING = (
-    "openbaar", "beperkt_openbaar", "intern", "zaakvertrouwelijk",
-    "vertrouwelijk", "confidentieel", "geheim", "zeer_geheim",
-)
 
 
 class Actor(Base):
@@ -35,7 +27,7 @@ class Actor(Base):
     id: Mapped[int] = id_column()
     uuid: Mapped[uuid_module.UUID] = uuid_column()
     naam: Mapped[str] = mapped_column(SafeString(200))
-    soort_actor: Mapped[str] = mapped_column(choice("soort_actor", *SOORT_ACTOR))
+    soort_actor: Mapped[str] = mapped_column(choice("soort_actor", SoortActor))
     indicatie_actief: Mapped[bool] = mapped_column(Boolean, default=True)
     actoridentificator_object_id: Mapped[str] = mapped_column(SafeString(200), default="")
     actoridentificator_code_objecttype: Mapped[str] = mapped_column(SafeString(200), default="")
@@ -87,7 +79,7 @@ class Betrokkene(Base):
     uuid: Mapped[uuid_module.UUID] = uuid_column()
     klantcontact_id: Mapped[int] = mapped_column(Key, ForeignKey("klantcontact.id"), index=True)
     was_partij_uuid: Mapped[uuid_module.UUID | None] = mapped_column(Uuid(), nullable=True)
-    rol: Mapped[str] = mapped_column(choice("rol", *ROL))
+    rol: Mapped[str] = mapped_column(choice("rol", Rol))
     initiator: Mapped[bool] = mapped_column(Boolean)
     organisatienaam: Mapped[str] = mapped_column(SafeString(200), default="")
     contactnaam_voorletters: Mapped[str] = mapped_column(SafeString(10), default="")
@@ -105,7 +97,7 @@ class DigitaalAdres(Base):
     id: Mapped[int] = id_column()
     uuid: Mapped[uuid_module.UUID] = uuid_column()
     betrokkene_id: Mapped[int] = mapped_column(Key, ForeignKey("betrokkene.id"), index=True)
-    soort_digitaal_adres: Mapped[str] = mapped_column(choice("soort_digitaal_adres", *SOORT_DIGITAAL_ADRES))
+    soort_digitaal_adres: Mapped[str] = mapped_column(choice("soort_digitaal_adres", SoortDigitaalAdres))
     adres: Mapped[str] = mapped_column(SafeString(80))
     omschrijving: Mapped[str] = mapped_column(SafeString(40), default="")
 
@@ -127,7 +119,7 @@ class Informatieobject(Base):
     creatiedatum: Mapped[date] = mapped_column(Date)
     taal: Mapped[str] = mapped_column(SafeString(3))
     vertrouwelijkheidaanduiding: Mapped[str] = mapped_column(
-        choice("vertrouwelijkheidaanduiding", *VERTROUWELIJKHEIDAANDUIDING)
+        choice("vertrouwelijkheidaanduiding", Vertrouwelijkheidaanduiding)
     )
     auteur: Mapped[str] = mapped_column(SafeString(200))
     integriteit_algoritme: Mapped[str] = mapped_column(SafeString(20), default="sha_256")
@@ -184,7 +176,7 @@ class InterneTaak(Base):
     aanleidinggevend_klantcontact_id: Mapped[int] = mapped_column(Key, ForeignKey("klantcontact.id"), index=True)
     gevraagde_handeling: Mapped[str] = mapped_column(SafeString(200))
     toelichting: Mapped[str] = mapped_column(SafeString(1000), default="")
-    status: Mapped[str] = mapped_column(choice("status", *TAAK_STATUS), default="te_verwerken")
+    status: Mapped[str] = mapped_column(choice("status", TaakStatus), default=TaakStatus.TE_VERWERKEN)
     toegewezen_op: Mapped[datetime] = mapped_column(UTCDateTime())
     afgehandeld_op: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     vervangt_taak_id: Mapped[int | None] = mapped_column(Key, ForeignKey("interne_taak.id"), nullable=True)
@@ -192,10 +184,10 @@ class InterneTaak(Base):
     aanleidinggevend_klantcontact: Mapped[Klantcontact] = relationship(back_populates="interne_taken")
     toewijzingen: Mapped[list[InterneTaakActor]] = relationship(back_populates="interne_taak")
 
-    def zet_status(self, status: str, moment: datetime) -> None:
+    def set_status(self, status: TaakStatus, moment: datetime) -> None:
         """Change the status the way the standard wants: afgehandeldOp set on verwerkt, cleared on reopening."""
         self.status = status
-        self.afgehandeld_op = moment if status == "verwerkt" else None
+        self.afgehandeld_op = moment if status == TaakStatus.VERWERKT else None
 
 
 class InterneTaakActor(Base):

@@ -20,11 +20,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from store.base import Base, Key, choice, created_column, id_column, uuid_column
+from store.states import DismissReason, MailState, QuarantineReason
 from store.types import SafeString, SafeText, UTCDateTime
-
-MAIL_STATE = ("te_beoordelen", "geregistreerd", "afgewezen", "quarantaine")
-QUARANTINE_REASON = ("unparseable", "too_large", "limits", "internal_error")
-DISMISS_REASON = ("spam", "auto_reply", "bounce", "duplicate", "geen_klantcontact")
 
 
 class Blob(Base):
@@ -81,10 +78,10 @@ class InboundMail(Base):
     classification: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     defects: Mapped[list[str]] = mapped_column(JSON, default=list)
 
-    state: Mapped[str] = mapped_column(choice("state", *MAIL_STATE), default="te_beoordelen")
-    reason: Mapped[str | None] = mapped_column(choice("reason", *QUARANTINE_REASON), nullable=True)
+    state: Mapped[str] = mapped_column(choice("state", MailState), default=MailState.TE_BEOORDELEN)
+    reason: Mapped[str | None] = mapped_column(choice("reason", QuarantineReason), nullable=True)
     error: Mapped[str] = mapped_column(SafeText, default="")
-    dismiss_reason: Mapped[str | None] = mapped_column(choice("dismiss_reason", *DISMISS_REASON), nullable=True)
+    dismiss_reason: Mapped[str | None] = mapped_column(choice("dismiss_reason", DismissReason), nullable=True)
     reviewed_by_id: Mapped[int | None] = mapped_column(Key, ForeignKey("actor.id"), nullable=True)
     reviewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     klantcontact_id: Mapped[int | None] = mapped_column(

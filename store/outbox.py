@@ -9,9 +9,8 @@ from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer
 from sqlalchemy.orm import Mapped, mapped_column
 
 from store.base import Base, Key, choice, created_column, id_column, uuid_column
+from store.states import OutboxStatus
 from store.types import SafeString, SafeText, UTCDateTime
-
-OUTBOX_STATUS = ("pending", "sending", "retry", "sent", "failed", "uncertain", "bounced")
 
 
 class OutboxMessage(Base):
@@ -27,7 +26,7 @@ class OutboxMessage(Base):
     blob_sha256: Mapped[str] = mapped_column(SafeString(64), ForeignKey("blob.sha256"))
     envelope_from: Mapped[str] = mapped_column(SafeString(320))
     envelope_to: Mapped[list[str]] = mapped_column(JSON)
-    status: Mapped[str] = mapped_column(choice("status", *OUTBOX_STATUS), default="pending")
+    status: Mapped[str] = mapped_column(choice("status", OutboxStatus), default=OutboxStatus.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     lease_token: Mapped[str] = mapped_column(SafeString(64), default="")
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

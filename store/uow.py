@@ -32,10 +32,6 @@ class UnitOfWork:
         session, self._session = self.session, None
         session.close()  # ends any open transaction with a rollback; loaded objects stay readable, detached
 
-    def another(self) -> UnitOfWork:
-        """A unit of work of its own on the same database, for work on another thread."""
-        return UnitOfWork(self._session_factory)
-
     def commit(self) -> None:
         self.session.commit()
 

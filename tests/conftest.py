@@ -17,8 +17,8 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from support.require import CORPUS, unavailable
 
+from kcc.bootstrap import App, build_app
 from kcc.config import Config, DatabaseConfig, MailboxConfig, SmtpConfig
-from kcc.wiring import App, build_app
 from store.engine import make_engine
 from store.schema import upgrade
 

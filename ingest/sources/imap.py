@@ -11,15 +11,15 @@ import logging
 import random
 import ssl
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from imapclient import IMAPClient
 from imapclient.exceptions import CapabilityError, LoginError
 
 from ingest.sources.base import FetchedMail, FolderStatus, MailCommandError, MailRef, SourceError
-from kcc.config import MailboxConfig, resolve_secret
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,37 @@ _COMMAND_REFUSED = imaplib.IMAP4.error
 _BODY = b"BODY[]"
 
 
+Security = Literal["tls", "starttls", "none"]
+AuthMethod = Literal["password", "xoauth2"]
+
+
+def _no_secret() -> str:
+    return ""
+
+
+@dataclass(frozen=True, slots=True)
+class ImapSettings:
+    """How to reach one IMAP folder and how to mark what was stored, as the application configures it.
+
+    `secret` is called at every connect (a password, or an OAuth2 access token for `auth = "xoauth2"`), so a
+    rotated token is picked up; `secret_source` says where it is kept, for error messages (never the secret).
+    """
+
+    mailbox: str
+    host: str
+    port: int = 993
+    security: Security = "tls"
+    auth: AuthMethod = "password"
+    username: str = ""
+    secret: Callable[[], str] = _no_secret
+    secret_source: str = "the configured password"
+    folder: str = "INBOX"
+    processed_folder: str = ""
+    processed_keyword: str = "$KccOpgeslagen"
+    batch_size: int = 50
+    timeout: float = 60.0
+
+
 class _CommandRefused(SourceError):
     """The server answered NO or BAD: the connection is fine, this command (or one mail in it) is not."""
 
@@ -47,20 +78,18 @@ class ImapSource:
 
     def __init__(
         self,
-        config: MailboxConfig,
+        settings: ImapSettings,
         *,
         max_mail_bytes: int,
-        environ: Mapping[str, str] | None = None,
         ssl_context: ssl.SSLContext | None = None,
         connect_attempts: int = 5,
         backoff_base: float = 0.5,
         backoff_cap: float = 30.0,
         batch_bytes: int = BATCH_BYTES,
     ) -> None:
-        self.mailbox = config.name
-        self._config = config
+        self.mailbox = settings.mailbox
+        self._settings = settings
         self._max_mail_bytes = max_mail_bytes
-        self._environ = environ
         self._ssl_context = ssl_context
         self._attempts = max(1, connect_attempts)
         self._backoff_base = backoff_base
@@ -113,8 +142,8 @@ class ImapSource:
     def _search_new(self, above_uid: int) -> list[int]:
         """UID SEARCH for unprocessed mail above `above_uid`, ascending."""
         criteria: list[str] = ["UID", f"{above_uid + 1}:*"]
-        if not self._config.processed_folder:
-            criteria += ["NOT", "KEYWORD", self._config.processed_keyword]
+        if not self._settings.processed_folder:
+            criteria += ["NOT", "KEYWORD", self._settings.processed_keyword]
         found = self._call("UID SEARCH", lambda c: c.search(criteria))
         # "N:*" always matches the highest UID, even when that is below N: filter it out.
         return sorted(int(uid) for uid in found if int(uid) > above_uid)
@@ -134,7 +163,7 @@ class ImapSource:
         uids = [ref.uid for ref in refs if ref.uid is not None]
         if not uids:
             return
-        mark = self._mover() if self._config.processed_folder else self._keyword_adder()
+        mark = self._mover() if self._settings.processed_folder else self._keyword_adder()
         failed: list[int] = []
         for chunk in _chunks(uids, COMMAND_CHUNK):
             failed += self._mark_chunk(chunk, mark)
@@ -177,11 +206,17 @@ class ImapSource:
         except Exception:  # closing must not fail because the connection already has
             _shutdown(client)
 
+    def logged_in_client(self) -> Any:
+        """The logged-in connection, made when needed, for other commands on this account (a Sent-folder copy)."""
+        if self._client is None:
+            self._client = self._connect()
+        return self._client
+
     # --- connecting -----------------------------------------------------------------------------------------
 
     @property
     def _address(self) -> str:
-        return f"{self._config.host}:{self._config.port}"
+        return f"{self._settings.host}:{self._settings.port}"
 
     def _open_once(self) -> FolderStatus:
         if self._client is None:
@@ -191,11 +226,11 @@ class ImapSource:
     def _select(self) -> FolderStatus:
         """SELECT read-write (we store keywords); a refusal means a wrong folder name, not a network problem."""
         try:
-            info = self._client.select_folder(self._config.folder, readonly=False)
+            info = self._client.select_folder(self._settings.folder, readonly=False)
         except _CONNECTION_LOST:
             raise
         except _COMMAND_REFUSED as exc:
-            raise self._error(f"cannot select folder {self._config.folder!r}: {_server_text(exc)}",
+            raise self._error(f"cannot select folder {self._settings.folder!r}: {_server_text(exc)}",
                               "that the folder exists for this user (mailbox.folder)") from exc
         uidnext = info.get(b"UIDNEXT")
         return FolderStatus(
@@ -209,11 +244,11 @@ class ImapSource:
         self._secret = self._read_secret()
         self._processed_folder_ready = False
         self._listed_up_to = None
-        security = self._config.security
+        security = self._settings.security
         context = self._ssl_context or ssl.create_default_context()
         try:
-            client = IMAPClient(self._config.host, self._config.port, ssl=security == "tls",
-                                ssl_context=context if security == "tls" else None, timeout=self._config.timeout)
+            client = IMAPClient(self._settings.host, self._settings.port, ssl=security == "tls",
+                                ssl_context=context if security == "tls" else None, timeout=self._settings.timeout)
         except ssl.SSLError as exc:
             raise self._tls_error(exc) from exc
         except _CONNECTION_LOST:
@@ -248,29 +283,23 @@ class ImapSource:
 
     def _login(self, client: Any) -> None:
         try:
-            if self._config.auth == "xoauth2":
-                client.oauth2_login(self._config.username, self._secret)
+            if self._settings.auth == "xoauth2":
+                client.oauth2_login(self._settings.username, self._secret)
             else:
-                client.login(self._config.username, self._secret)
+                client.login(self._settings.username, self._secret)
         except LoginError as exc:
-            what = "token" if self._config.auth == "xoauth2" else "password"
+            what = "token" if self._settings.auth == "xoauth2" else "password"
             raise self._error(
-                f"login refused for user {self._config.username!r}: {_server_text(exc)}",
+                f"login refused for user {self._settings.username!r}: {_server_text(exc)}",
                 f"the username and the {what} in {self._secret_source()}",
             ) from None
 
     def _read_secret(self) -> str:
         """Read the password or token each time we connect, so a rotated token file is picked up."""
-        what = f"mailbox {self.mailbox!r}"
-        if self._config.auth == "xoauth2":
-            return resolve_secret(self._config.token_env, self._config.token_file, what, self._environ)
-        return resolve_secret(self._config.password_env, self._config.password_file, what, self._environ)
+        return self._settings.secret()
 
     def _secret_source(self) -> str:
-        c = self._config
-        if c.auth == "xoauth2":
-            return f"${c.token_env}" if c.token_env else c.token_file
-        return f"${c.password_env}" if c.password_env else c.password_file
+        return self._settings.secret_source
 
     def _backoff(self, attempt: int) -> float:
         """Exponential, capped, with jitter so many workers do not hammer a recovering server in step."""
@@ -308,7 +337,7 @@ class ImapSource:
         size = 0
         for ref in refs:
             mail_size = ref.size or 0
-            if batch and (len(batch) >= self._config.batch_size or size + mail_size > self._batch_bytes):
+            if batch and (len(batch) >= self._settings.batch_size or size + mail_size > self._batch_bytes):
                 yield batch
                 batch, size = [], 0
             batch.append(ref)
@@ -357,7 +386,7 @@ class ImapSource:
         """Create the processed folder once per connection when it is missing."""
         if self._processed_folder_ready:
             return
-        folder = self._config.processed_folder
+        folder = self._settings.processed_folder
         if not self._call("LIST", lambda c: c.folder_exists(folder)):
             self._call(f"CREATE {folder}", lambda c: c.create_folder(folder))
             log.info("mailbox=%s created processed folder %r", self.mailbox, folder, extra=self._context)
@@ -365,7 +394,7 @@ class ImapSource:
 
     def _keyword_adder(self) -> Callable[[Any, list[int]], object]:
         """+FLAGS.SILENT (keyword): the mail stays where the employee sees it, \\Seen untouched."""
-        keyword = self._config.processed_keyword
+        keyword = self._settings.processed_keyword
 
         def add_keyword(c: Any, chunk: list[int]) -> None:
             c.add_flags(chunk, [keyword], silent=True)
@@ -375,7 +404,7 @@ class ImapSource:
     def _mover(self) -> Callable[[Any, list[int]], object]:
         """UID MOVE where the server has it; else COPY + \\Deleted + UID EXPUNGE, which needs UIDPLUS."""
         self._prepare_processed_folder()
-        folder = self._config.processed_folder
+        folder = self._settings.processed_folder
         if self._call("CAPABILITY", lambda c: c.has_capability("MOVE")):
             return lambda c, chunk: c.move(chunk, folder)
         if not self._call("CAPABILITY", lambda c: c.has_capability("UIDPLUS")):
@@ -430,8 +459,8 @@ class ImapSource:
         return {"mailbox": self.mailbox}
 
     def _message(self, what: str, check: str) -> str:
-        text = (f"mailbox {self.mailbox!r} ({self._address}, user {self._config.username!r}, "
-                f"folder {self._config.folder!r}): {what}; check {check}")
+        text = (f"mailbox {self.mailbox!r} ({self._address}, user {self._settings.username!r}, "
+                f"folder {self._settings.folder!r}): {what}; check {check}")
         return self._redact(text)
 
     def _error(self, what: str, check: str) -> SourceError:
@@ -447,6 +476,46 @@ class ImapSource:
     def _redact(self, text: str) -> str:
         """Belt and braces: no message we make should hold the secret, but if a server echoes it, hide it."""
         return text.replace(self._secret, "***") if len(self._secret) >= 4 else text
+
+
+class ImapAppender:
+    """A copy of each sent reply in a folder of an IMAP account (e.g. Sent), so colleagues see it in their client.
+
+    APPENDs over one lazily opened connection, marked \\Seen (we wrote it ourselves). The copy is a courtesy: the
+    reply was sent and registered before, so a failure is logged and never fails the send; after one, copies are
+    skipped for `pause_seconds`, so an unreachable server does not cost every reply a connection timeout.
+    """
+
+    def __init__(
+        self, settings: ImapSettings, folder: str, *, ssl_context: ssl.SSLContext | None = None,
+        pause_seconds: float = 300.0,
+    ) -> None:
+        self._account = ImapSource(settings, max_mail_bytes=0, ssl_context=ssl_context, connect_attempts=1)
+        self._folder = folder
+        self._pause_seconds = pause_seconds
+        self._paused_until = 0.0
+
+    def append(self, data: bytes, when: datetime, outbox_id: int) -> bool:
+        """Store the copy; False (and a log line) when it could not be made."""
+        if time.monotonic() < self._paused_until:
+            log.info("outbox %s: sent; no copy in folder %r, copies are paused after an earlier failure",
+                     outbox_id, self._folder)
+            return False
+        try:
+            self._account.logged_in_client().append(self._folder, data, flags=(b"\\Seen",), msg_time=when)
+        except Exception as exc:  # a copy must never fail the send, whatever the server or the network does
+            log.warning(
+                "outbox %s: sent, but the copy to folder %r of mailbox %s failed (%s: %s); check that the folder "
+                "exists and [replies] sent_folder; copies pause for %.0f s", outbox_id, self._folder,
+                self._account.mailbox, type(exc).__name__, exc, self._pause_seconds,
+            )
+            self.close()
+            self._paused_until = time.monotonic() + self._pause_seconds
+            return False
+        return True
+
+    def close(self) -> None:
+        self._account.close()
 
 
 def _chunks(items: Sequence[int], size: int) -> Iterator[list[int]]:

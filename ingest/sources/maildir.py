@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ingest.sources.base import FetchedMail, FolderStatus, MailCommandError, MailRef, SourceError
-from kcc.config import MailboxConfig
 
 INFO = ":2,"
 """Separates a Maildir file's unique name from its flags (`KEY:2,FS`)."""
@@ -24,9 +23,9 @@ POLL_STEP = 0.2
 class MaildirSource:
     """A local Maildir as a MailSource; UIDs do not exist here, the file name is the key."""
 
-    def __init__(self, config: MailboxConfig, *, poll_step: float = POLL_STEP) -> None:
-        self.mailbox = config.name
-        self._root = Path(config.path)
+    def __init__(self, mailbox: str, path: Path | str, *, poll_step: float = POLL_STEP) -> None:
+        self.mailbox = mailbox
+        self._root = Path(path)
         self._poll_step = poll_step
 
     def open(self) -> FolderStatus:

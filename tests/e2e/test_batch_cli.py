@@ -21,11 +21,11 @@ from kcc_cli import kcc_mail
 from sqlalchemy import Engine, select
 from support.mails import customer_mail
 
-from ingest.importer import import_path
-from ingest.reprocess import Selection, derived_of, reprocess
-from kcc.cli_batch import analyse_settings
+from ingest.reevaluate import derived_of
+from kcc.bootstrap import App, analyse_settings
 from kcc.config import load_config
-from kcc.wiring import App
+from kcc.usecases.mail_import import import_path
+from kcc.usecases.reprocess import Selection, reprocess
 from store.audit import AuditEvent
 from store.mail import InboundMail
 

@@ -22,7 +22,7 @@ from sqlalchemy import delete, select
 from support.outbox import QueuedReply, queue_replies, queue_reply
 from support.smtpfaults import FaultySmtpServer, running_faulty_server
 
-from kcc.wiring import App
+from kcc.bootstrap import App
 from store.blobs import get_blob
 from store.outbox import OutboxMessage
 from store.types import utcnow

@@ -12,10 +12,10 @@ from sqlalchemy import select
 from support.dovecot import ImapUser
 from support.smtpserver import SmtpTestServer
 
+from kcc.bootstrap import build_app
 from kcc.config import Config, DatabaseConfig
-from kcc.contacts import show_contact
-from kcc.queue import show_mail
-from kcc.wiring import build_app
+from kcc.usecases.contacts import show_contact
+from kcc.usecases.review_queue import show_mail
 from store.blobs import get_blob
 from store.outbox import OutboxMessage
 

@@ -25,8 +25,8 @@ from kcc_cli import kcc_mail, write_config
 from sqlalchemy import delete, select
 from support.mails import customer_mail, queue_mail
 
-from kcc.status import Heartbeat, beat
-from kcc.wiring import App
+from kcc.bootstrap import App
+from kcc.usecases.heartbeat import Heartbeat, beat
 from store.engine import make_engine
 from store.mail import InboundAttachment, InboundMail, MailboxState
 from store.monitoring import ServiceHeartbeat

@@ -5,15 +5,14 @@ from __future__ import annotations
 from sqlalchemy import select
 from support.mails import customer_mail, queue_mail
 
-from kcc import taken
-from kcc.actors import medewerker, parse_actor
-from kcc.antwoord import Antwoord
-from kcc.bounces import process_bounces
-from kcc.contacts import show_contact
-from kcc.queue import show_mail
-from kcc.review import register
-from kcc.verify import verify
-from kcc.wiring import App
+from kcc.bootstrap import App
+from kcc.records.actor import medewerker, parse_actor
+from kcc.usecases import tasks as taken
+from kcc.usecases.bounces import process_bounces
+from kcc.usecases.contacts import show_contact
+from kcc.usecases.reply import Reply, reply
+from kcc.usecases.review_queue import show_mail
+from kcc.usecases.verify import verify
 from store.audit import AuditEvent
 from store.outbox import OutboxMessage
 
@@ -38,8 +37,8 @@ def dsn_for(message_id: str, recipient: str) -> bytes:
 
 def test_a_bounced_reply_turns_into_a_task_for_the_kcc(app: App) -> None:
     mail_id = queue_mail(app, customer_mail(sender="Karel <karel@example.nl>"))
-    answer = Antwoord(variables=(("tekst", "Hierbij het antwoord."),))
-    result = register(app.uow(), app.config, mail_id, answer, medewerker("anna@gemeente.nl"))
+    answer = Reply(variables=(("tekst", "Hierbij het antwoord."),))
+    result = reply(app.uow(), app.config, mail_id, answer, medewerker("anna@gemeente.nl"))
     with app.uow() as uow:
         outbox = uow.session.get(OutboxMessage, result.outbox_id)
         assert outbox is not None

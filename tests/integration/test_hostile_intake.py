@@ -16,12 +16,12 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, func, select
 from support.dovecot import ImapUser
 
-from ingest.intake import default_parser
+from ingest.analysis import default_parser
 from ingest.parse import ParsedMail
 from ingest.poller import Poller
 from ingest.sources.base import FolderStatus, MailRef
+from kcc.bootstrap import App, build_app
 from kcc.service import make_poller, poll_once, process_owner
-from kcc.wiring import App, build_app
 from store.mail import InboundMail, MailboxState
 
 OUT_OF_RANGE_DATES = ("Fri, 31 Dec 9999 23:59:59 -1200", "Mon, 1 Jan 0001 00:00:00 +1200",
@@ -149,7 +149,7 @@ class _Broken:
 def test_a_poll_that_fails_for_another_reason_is_recorded_for_status(maildir_app: App) -> None:
     settings_ = make_poller(maildir_app, maildir_app.config.mailboxes[0], "x")._settings
     stop = threading.Event()
-    poller = Poller(maildir_app.uow, _Broken(), dataclasses.replace(settings_, mailbox="kapot"),  # type: ignore[arg-type]
+    poller = Poller(maildir_app.intake(), _Broken(), dataclasses.replace(settings_, mailbox="kapot"),  # type: ignore[arg-type]
                     process_owner(), stop=stop)
     thread = threading.Thread(target=poller.run_forever, daemon=True)
     thread.start()

@@ -17,6 +17,7 @@ from support.smtpserver import SmtpTestServer
 
 from ingest.sources.base import FetchedMail, MailCommandError, MailRef, SourceError
 from ingest.sources.imap import ImapSource
+from kcc.bootstrap import imap_settings
 
 KEYWORD = "$KccOpgeslagen"
 MakeSource = Callable[..., ImapSource]
@@ -40,7 +41,7 @@ def make_source(imap_user: ImapUser) -> Iterator[MakeSource]:
     def build(user: ImapUser | None = None, *, max_mail_bytes: int = 10_000_000, source_kwargs: Any = None,
               **config: Any) -> ImapSource:
         account = user or imap_user
-        source = ImapSource(account.mailbox_config(**config), max_mail_bytes=max_mail_bytes,
+        source = ImapSource(imap_settings(account.mailbox_config(**config)), max_mail_bytes=max_mail_bytes,
                             **(source_kwargs or {}))
         made.append(source)
         return source
@@ -251,7 +252,7 @@ def test_without_move_the_fallback_copies_and_expunges_only_our_mails() -> None:
         user = server.new_user()
         user.append(mail(1))
         user.append(mail(2), flags=["\\Deleted"])  # an employee's deletion we must not expunge
-        source = ImapSource(user.mailbox_config(processed_folder="Verwerkt"), max_mail_bytes=10_000_000)
+        source = ImapSource(imap_settings(user.mailbox_config(processed_folder="Verwerkt")), max_mail_bytes=10_000_000)
         source.open()
         [ours, _theirs] = source.list_new(0)
 
@@ -266,7 +267,7 @@ def test_without_move_and_uidplus_moving_is_refused_and_polling_replaces_idle() 
     with PrivateDovecot(extra_config="imap_capability = IMAP4rev1") as server:
         user = server.new_user()
         user.append(mail(1))
-        source = ImapSource(user.mailbox_config(processed_folder="Verwerkt"), max_mail_bytes=10_000_000)
+        source = ImapSource(imap_settings(user.mailbox_config(processed_folder="Verwerkt")), max_mail_bytes=10_000_000)
         source.open()
         refs = source.list_new(0)
 
@@ -338,7 +339,7 @@ def test_a_wrong_password_gives_a_source_error_without_the_password(
 
 def test_password_from_the_environment(imap_user: ImapUser) -> None:
     config = imap_user.mailbox_config(password_file="", password_env="KCC_TEST_IMAP_PASSWORD")
-    source = ImapSource(config, max_mail_bytes=1000, environ={"KCC_TEST_IMAP_PASSWORD": imap_user.password})
+    source = ImapSource(imap_settings(config, {"KCC_TEST_IMAP_PASSWORD": imap_user.password}), max_mail_bytes=1000)
     try:
         assert source.open().exists == 0
     finally:
@@ -385,7 +386,7 @@ def test_open_retries_with_backoff_then_names_the_server() -> None:
     with PrivateDovecot() as server:
         user = server.new_user()
         server.stop()
-        source = ImapSource(user.mailbox_config(), max_mail_bytes=1000,
+        source = ImapSource(imap_settings(user.mailbox_config()), max_mail_bytes=1000,
                             connect_attempts=3, backoff_base=0.05, backoff_cap=0.1)
         started = time.monotonic()
 
@@ -402,7 +403,8 @@ def test_open_after_a_server_restart_reconnects() -> None:
     with PrivateDovecot() as server:
         user = server.new_user()
         user.append(mail(1))
-        source = ImapSource(user.mailbox_config(), max_mail_bytes=1000, backoff_base=0.05, backoff_cap=0.2)
+        source = ImapSource(imap_settings(user.mailbox_config()), max_mail_bytes=1000, backoff_base=0.05,
+                            backoff_cap=0.2)
         first = source.open()
         server.restart()  # same ports: a server reboot as the connected client sees it
 
@@ -484,7 +486,8 @@ def test_a_mail_that_already_carries_the_keyword_does_not_keep_waking_us(
 
 def test_a_port_that_is_not_imap_gives_a_source_error(imap_user: ImapUser, smtp_server: SmtpTestServer) -> None:
     config = imap_user.mailbox_config(port=smtp_server.port)
-    source = ImapSource(config, max_mail_bytes=1000, connect_attempts=2, backoff_base=0.01, backoff_cap=0.01)
+    source = ImapSource(imap_settings(config), max_mail_bytes=1000, connect_attempts=2, backoff_base=0.01,
+                        backoff_cap=0.01)
 
     with pytest.raises(SourceError, match=rf"127\.0\.0\.1:{smtp_server.port}.*2 tries.*220"):
         source.open()

@@ -12,10 +12,11 @@ import pytest
 from sqlalchemy import select
 from support.mails import customer_mail, with_attachment
 
-from ingest.importer import ImportSourceError, ImportSummary, detect_format, import_path, read_mbox
-from ingest.intake import ClassifyOptions
-from ingest.reprocess import AnalyseSettings, Selection, reprocess
-from kcc.wiring import App
+from ingest.analysis import AnalyseSettings, ClassifyOptions
+from ingest.sources.files import detect_format, read_mbox
+from kcc.bootstrap import App
+from kcc.usecases.mail_import import ImportSourceError, ImportSummary, import_path
+from kcc.usecases.reprocess import Selection, reprocess
 from store.blobs import get_blob
 from store.mail import InboundMail
 

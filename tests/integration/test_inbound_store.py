@@ -9,8 +9,9 @@ import pytest
 from sqlalchemy import Engine, func, select, text
 from support.dbfaults import MESSAGE, refuse_inserts
 
-from ingest.intake import ClassifyOptions, StoredMail, analyse, attachment_rows, parsed_fields, store_mail
+from ingest.analysis import ClassifyOptions, StoredMail, analyse, attachment_rows, parsed_fields
 from ingest.sources.base import FetchedMail, MailRef
+from kcc.usecases.intake import store_mail
 from store.blobs import sha256_hex
 from store.engine import make_session_factory
 from store.inbound import NewBlob, insert_inbound_mail

@@ -14,10 +14,10 @@ from support.dovecot import ImapUser
 
 from ingest.poller import Poller
 from ingest.sources.base import SourceError
+from kcc.bootstrap import App, build_app
 from kcc.config import StorageConfig
-from kcc.queue import list_mails, show_mail
 from kcc.service import make_poller, poll_once, process_owner
-from kcc.wiring import App, build_app
+from kcc.usecases.review_queue import list_mails, show_mail
 from store.blobs import get_blob
 from store.mail import InboundMail, MailboxState
 

@@ -12,7 +12,6 @@ import pytest
 
 from ingest.sources.base import FetchedMail, MailCommandError, MailRef
 from ingest.sources.maildir import MaildirSource
-from kcc.config import MailboxConfig
 
 
 def deliver(root: Path, name: str, raw: bytes, mtime: float | None = None) -> Path:
@@ -35,7 +34,7 @@ def root(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def source(root: Path) -> MaildirSource:
-    return MaildirSource(MailboxConfig(name="info", kind="maildir", path=str(root)), poll_step=0.05)
+    return MaildirSource("info", root, poll_step=0.05)
 
 
 def test_open_creates_an_empty_maildir(root: Path, source: MaildirSource) -> None:

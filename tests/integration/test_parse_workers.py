@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 from support.mails import customer_mail
 from support.procfs import process_stats
 
-from ingest.intake import ClassifyOptions
-from ingest.parallel import AnalysePool
+from ingest.analysis import ClassifyOptions, analyse_mail
+from ingest.workers import ParsePool
 from store.blobs import sha256_hex
 
 RECEIVED = datetime(2026, 11, 23, 8, 15, tzinfo=UTC)
@@ -24,26 +24,31 @@ def workers() -> set[int]:
     return {pid for pid, fields in stats.items() if int(fields[1]) in forkservers and fields[0] != "Z"}
 
 
-def subject_via(pool: AnalysePool, subject: str) -> str:
+def job(raw: bytes) -> tuple[bytes, datetime, int, ClassifyOptions, str]:
+    """What the poller hands a worker for one mail (ingest.analysis.analyse_mail)."""
+    return raw, RECEIVED, 1_000_000, ClassifyOptions(), sha256_hex(raw)
+
+
+def subject_via(pool: ParsePool, subject: str) -> str:
     raw = customer_mail(subject)
-    analysis = pool.result(pool.submit(raw, RECEIVED, sha256_hex(raw)), raw, RECEIVED, sha256_hex(raw))
+    analysis = pool.result(pool.submit(analyse_mail, *job(raw)), analyse_mail, *job(raw))
     assert analysis.parsed is not None
     return analysis.parsed.subject
 
 
 def test_a_killed_parse_worker_costs_no_mail_and_is_replaced() -> None:
     others = workers()
-    pool = AnalysePool(max_mail_bytes=1_000_000, options=ClassifyOptions(), workers=1)
+    pool = ParsePool(workers=1)
     try:
         assert subject_via(pool, "Voor de crash") == "Voor de crash"
         (worker,) = workers() - others
         in_flight = customer_mail("Onderweg tijdens de crash")
-        future = pool.submit(in_flight, RECEIVED, sha256_hex(in_flight))
+        future = pool.submit(analyse_mail, *job(in_flight))
         os.kill(worker, signal.SIGKILL)
         time.sleep(0.5)  # the executor notices the death and marks itself broken
         # The poller submits the next mails before it collects this one: they go to a fresh worker.
         assert subject_via(pool, "Na de crash") == "Na de crash"
-        analysis = pool.result(future, in_flight, RECEIVED, sha256_hex(in_flight))
+        analysis = pool.result(future, analyse_mail, *job(in_flight))
         assert analysis.parsed is not None and analysis.parsed.subject == "Onderweg tijdens de crash"
         replacements = workers() - others
         assert worker not in replacements

@@ -12,10 +12,11 @@ from support.mails import RECEIVED, customer_mail, with_attachment
 from support.mails import queue_mail as store
 
 from ingest.parse import ParsedMail
-from kcc.actors import medewerker
-from kcc.contacts import show_contact
-from kcc.purge import PurgeError, blob_references, purge
-from kcc.quarantine import (
+from kcc.bootstrap import App
+from kcc.records.actor import medewerker
+from kcc.usecases.contacts import show_contact
+from kcc.usecases.purge import PurgeError, blob_references, purge
+from kcc.usecases.quarantine import (
     QuarantineError,
     dismiss_quarantined,
     export_raw,
@@ -23,9 +24,7 @@ from kcc.quarantine import (
     release,
     show_quarantined,
 )
-from kcc.queue import MailNotFound
-from kcc.review import DecisionError, GeenOpvolging, dismiss, register
-from kcc.wiring import App
+from kcc.usecases.review import DecisionError, MailNotFound, NoFollowUp, dismiss, register
 from store.audit import AuditEvent
 from store.mail import Blob, InboundAttachment, InboundMail
 
@@ -137,7 +136,7 @@ def test_a_released_mail_is_reviewed_as_it_is_and_registered_with_the_raw_mail_a
     assert event.who == "medewerker:anna@gemeente.nl"
     assert event.details["reden"] == "internal_error" and "KeyError" in event.details["fout"]
 
-    result = register(app.uow(), app.config, mail_id, GeenOpvolging(), ANNA)
+    result = register(app.uow(), app.config, mail_id, NoFollowUp(), ANNA)
     contact = show_contact(app.uow(), result.klantcontact_id)
     assert [b["informatieobject"]["formaat"] for b in contact["omvatteBijlagen"]] == ["message/rfc822"]
 
@@ -189,7 +188,7 @@ def test_purge_deletes_old_dismissed_mails_and_only_the_blobs_nothing_else_uses(
     quarantined = store(app, customer_mail("Kapot"), mailbox, received_at=old, parser=failing_parser)
     for mail_id in (unique, raw_elsewhere, photo, recent):
         dismiss(app.uow(), mail_id, "spam", ANNA)
-    register(app.uow(), app.config, registered, GeenOpvolging(), ANNA)
+    register(app.uow(), app.config, registered, NoFollowUp(), ANNA)
     unique_raw, (unique_attachment,) = digests(app, unique)
     photo_raw, (photo_blob,) = digests(app, photo)
     before = events(app, "mail.opgeschoond")

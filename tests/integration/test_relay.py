@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import delete, select
+from support.dbfaults import MESSAGE, refuse_inserts
 from support.dovecot import ImapUser
 from support.mails import customer_mail, queue_mail
 from support.netproxy import running_proxy
@@ -24,26 +25,16 @@ from support.outbox import CUSTOMER, SENDER, QueuedReply, queue_replies, queue_r
 from support.smtpfaults import FaultySmtpServer, running_faulty_server
 from support.smtpserver import SmtpTestServer
 
-from kcc.actors import medewerker
-from kcc.antwoord import Antwoord
+from kcc.bootstrap import App, smtp_settings
 from kcc.config import RepliesConfig, SmtpConfig
-from kcc.contacts import show_contact
-from kcc.review import register
+from kcc.records.actor import medewerker
+from kcc.records.reply_outcome import GEVRAAGDE_HANDELING
 from kcc.service import relay_once as relay_once_for_app
-from kcc.undelivered import GEVRAAGDE_HANDELING, report_undelivered
-from kcc.wiring import App
-from replies.relay import (
-    OutboxError,
-    RelaySettings,
-    RelaySummary,
-    backoff,
-    claim,
-    finish,
-    finish_accepted,
-    mark_sent,
-    relay_once,
-    resend,
-)
+from kcc.usecases.contacts import show_contact
+from kcc.usecases.outbox import Outbox, OutboxError, claim, finish, finish_accepted, mark_sent, resend
+from kcc.usecases.reply import Reply, reply
+from replies.delivery import RelaySettings, RelaySummary, backoff
+from replies.relay import relay_once
 from replies.smtp import Delivery, send_message
 from replies.transport import DirectoryTransport, SmtpTransport, TransportError, eml_name
 from store.audit import AuditEvent
@@ -74,8 +65,7 @@ def smtp_app(app: App, server: SmtpTestServer) -> Iterator[App]:
 
 def relay(app: App, at: datetime | None = None, **kwargs: Any) -> RelaySummary:
     clock: Callable[[], datetime] = (lambda: at) if at is not None else utcnow
-    kwargs.setdefault("on_undelivered", report_undelivered)
-    return relay_once(app.uow(), app.transport(), settings=SETTINGS, clock=clock, **kwargs)
+    return relay_once(Outbox(app.uow, SETTINGS), app.transport(), settings=SETTINGS, clock=clock, **kwargs)
 
 
 def outbox(app: App, queued: QueuedReply) -> OutboxMessage:
@@ -101,7 +91,7 @@ def audit_actions(app: App, queued: QueuedReply) -> list[str]:
 
 def our_log(caplog: pytest.LogCaptureFixture) -> str:
     """What kcc-mail itself logged (the test server's own log names addresses, as a mail server's does)."""
-    return "\n".join(r.getMessage() for r in caplog.records if r.name.startswith(("replies", "kcc", "store")))
+    return "\n".join(r.getMessage() for r in caplog.records if r.name.startswith(("replies", "kcc", "store", "ingest")))
 
 
 def the_task(app: App, queued: QueuedReply) -> dict[str, Any]:
@@ -349,8 +339,8 @@ def test_a_lease_that_expired_while_sending_becomes_uncertain_and_is_not_resent(
     assert server.messages == []
     assert contact(smtp_app, queued)["indicatieContactGelukt"] is None
 
-    assert finish(smtp_app.uow(), taken, Delivery.same_for_all([CUSTOMER], 451, "later"), now=t0,
-                  on_undelivered=report_undelivered) is None, "a late temporary outcome changes nothing"
+    assert finish(smtp_app.uow(), taken, Delivery.same_for_all([CUSTOMER], 451, "later"),
+                  now=t0) is None, "a late temporary outcome changes nothing"
     assert outbox(smtp_app, queued).status == "uncertain"
 
 
@@ -361,7 +351,7 @@ def test_a_late_acceptance_settles_an_uncertain_reply_as_sent(smtp_app: App, ser
     assert relay(smtp_app, t0 + timedelta(seconds=61)).uncertain == 1
 
     accepted = Delivery.same_for_all([CUSTOMER], 250, "OK", accepted_at=t0 + timedelta(seconds=70))
-    assert finish(smtp_app.uow(), taken, accepted, now=t0, on_undelivered=report_undelivered) == "sent"
+    assert finish(smtp_app.uow(), taken, accepted, now=t0) == "sent"
     assert outbox(smtp_app, queued).status == "sent"
     assert contact(smtp_app, queued)["indicatieContactGelukt"] is True
 
@@ -408,8 +398,8 @@ def test_a_stopping_relay_finishes_the_message_in_hand_and_gives_the_rest_back(a
     queued = queue_replies(app.uow(), 3)
     stop = threading.Event()
 
-    summary = relay_once(app.uow(), StopAfterFirst(DirectoryTransport(tmp_path / "out"), stop),
-                         on_undelivered=report_undelivered, stop=stop)
+    summary = relay_once(Outbox(app.uow, SETTINGS), StopAfterFirst(DirectoryTransport(tmp_path / "out"), stop),
+                         stop=stop)
 
     assert summary.line() == "sent=1 retry=0 failed=0 uncertain=0"
     assert [(outbox(app, q).status, outbox(app, q).attempts) for q in queued] == [
@@ -491,18 +481,17 @@ def test_a_failing_follow_up_still_records_the_failure(smtp_app: App, server: Fa
     queued = queue_reply(smtp_app.uow())
     server.script(rcpt={CUSTOMER: "550 5.1.1 no such user"})
 
-    def broken(*args: object) -> None:
-        raise RuntimeError("task service down")
-
-    assert relay(smtp_app, on_undelivered=broken).failed == 1
+    with refuse_inserts(smtp_app.engine, "interne_taak"):  # the follow-up task cannot be written
+        assert relay(smtp_app).failed == 1
     row = outbox(smtp_app, queued)
-    assert row.status == "failed" and "follow-up not registered: RuntimeError: task service down" in row.last_smtp_reply
+    assert row.status == "failed" and "follow-up not registered" in row.last_smtp_reply
+    assert MESSAGE in row.last_smtp_reply
 
 
 def test_a_reply_decided_by_an_employee_is_relayed_byte_for_byte(smtp_app: App, server: FaultySmtpServer) -> None:
     mail_id = queue_mail(smtp_app, customer_mail())
-    decided = register(smtp_app.uow(), smtp_app.config, mail_id,
-                       Antwoord(template="antwoord", variables=(("tekst", "Het papier gaat woensdag mee."),)),
+    decided = reply(smtp_app.uow(), smtp_app.config, mail_id,
+                       Reply(template="antwoord", variables=(("tekst", "Het papier gaat woensdag mee."),)),
                        medewerker("anna@gemeente.nl"))
     assert decided.outbox_id is not None and decided.antwoord_klantcontact_id is not None
 
@@ -545,8 +534,8 @@ def test_the_directory_transport_writes_each_reply_as_an_eml_file(app: App, tmp_
 def test_the_smtp_transport_reconnects_once_when_the_server_dropped_the_idle_connection(
     server: FaultySmtpServer,
 ) -> None:
-    transport = SmtpTransport(SmtpConfig(kind="smtp", host=server.host, port=server.port, security="none",
-                                         timeout=5))
+    transport = SmtpTransport(smtp_settings(SmtpConfig(kind="smtp", host=server.host, port=server.port,
+                                                       security="none", timeout=5)))
     transport.open()
     assert transport.send(SENDER, [CUSTOMER], b"Subject: een\r\n\r\n1\r\n").accepted
     server.drop_connections()
@@ -571,13 +560,13 @@ def test_starttls_with_a_verified_certificate_and_a_password_from_the_environmen
 ) -> None:
     config = SmtpConfig(kind="smtp", host="localhost", port=secure_server.port, security="starttls",
                         username="kcc", password_env="KCC_TEST_SMTP_PASSWORD", timeout=5)
-    transport = SmtpTransport(config, ssl_context=secure_server.ssl_context(),
-                              environ={"KCC_TEST_SMTP_PASSWORD": "geheim"})
+    transport = SmtpTransport(smtp_settings(config, {"KCC_TEST_SMTP_PASSWORD": "geheim"}),
+                              ssl_context=secure_server.ssl_context())
     transport.open()
     assert transport.send(SENDER, [CUSTOMER], b"Subject: veilig\r\n\r\nok\r\n").accepted
     transport.close()
 
-    unverified = SmtpTransport(config, environ={"KCC_TEST_SMTP_PASSWORD": "geheim"})  # system CAs only
+    unverified = SmtpTransport(smtp_settings(config, {"KCC_TEST_SMTP_PASSWORD": "geheim"}))  # system CAs only
     with pytest.raises(TransportError, match="cannot be reached"):
         unverified.open()
     assert len(secure_server.messages) == 1
@@ -587,12 +576,12 @@ def test_xoauth2_with_a_token_from_the_environment() -> None:
     with running_faulty_server(xoauth2=("kcc@gemeente.example", "t0k3n")) as oauth_server:
         config = SmtpConfig(kind="smtp", host=oauth_server.host, port=oauth_server.port, security="none",
                             auth="xoauth2", username="kcc@gemeente.example", token_env="KCC_TEST_TOKEN", timeout=5)
-        transport = SmtpTransport(config, environ={"KCC_TEST_TOKEN": "t0k3n"})
+        transport = SmtpTransport(smtp_settings(config, {"KCC_TEST_TOKEN": "t0k3n"}))
         transport.open()
         assert transport.send(SENDER, [CUSTOMER], b"Subject: oauth\r\n\r\nok\r\n").accepted
         transport.close()
 
-        expired = SmtpTransport(config, environ={"KCC_TEST_TOKEN": "verlopen"})
+        expired = SmtpTransport(smtp_settings(config, {"KCC_TEST_TOKEN": "verlopen"}))
         with pytest.raises(TransportError, match=r"refused the login of kcc@gemeente.example \(535\)"):
             expired.open()
         assert len(oauth_server.messages) == 1

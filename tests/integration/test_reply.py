@@ -11,14 +11,13 @@ from sqlalchemy import func, select
 from support.dbfaults import MESSAGE, refuse_inserts
 from support.mails import customer_mail, queue_mail, with_attachment
 
-from kcc.actors import medewerker
-from kcc.antwoord import Antwoord
-from kcc.contacts import show_contact
-from kcc.queue import show_mail
-from kcc.review import DecisionError, register
-from kcc.verify import verify
-from kcc.wiring import App
-from replies.render import TemplateError
+from kcc.bootstrap import App
+from kcc.records.actor import medewerker
+from kcc.usecases.contacts import show_contact
+from kcc.usecases.reply import Reply, ReplyRefused, reply
+from kcc.usecases.review import DecisionError
+from kcc.usecases.review_queue import show_mail
+from kcc.usecases.verify import verify
 from store.audit import AuditEvent
 from store.blobs import get_blob
 from store.klantinteracties import Betrokkene, Bijlage, Klantcontact, Onderwerpobject
@@ -26,7 +25,7 @@ from store.outbox import OutboxMessage
 from store.types import utcnow
 
 ANNA = medewerker("anna@gemeente.nl")
-TEKST = Antwoord(variables=(("tekst", "Het oud papier wordt elke tweede dinsdag van de maand opgehaald."),))
+TEKST = Reply(variables=(("tekst", "Het oud papier wordt elke tweede dinsdag van de maand opgehaald."),))
 
 
 def count(app: App, model: type[Any]) -> int:
@@ -48,7 +47,7 @@ def sent_message(app: App, row: OutboxMessage) -> Message:
 
 def test_an_answer_is_stored_with_both_klantcontacten_and_the_message_to_send(app: App) -> None:
     mail_id = queue_mail(app, with_attachment())  # Reply-To: karel.prive@example.nl
-    result = register(app.uow(), app.config, mail_id, TEKST, ANNA)
+    result = reply(app.uow(), app.config, mail_id, TEKST, ANNA)
     assert result.outbox_id is not None and result.antwoord_klantcontact_id is not None
 
     incoming = show_contact(app.uow(), result.klantcontact_id)
@@ -93,12 +92,12 @@ def test_an_auto_reply_is_only_answered_with_force(app: App) -> None:
     assert "auto_reply" in show_mail(app.uow(), mail_id)["flags"]
     before = count(app, Klantcontact)
     with pytest.raises(DecisionError, match="flagged auto_reply.*add --force"):
-        register(app.uow(), app.config, mail_id, TEKST, ANNA)
+        reply(app.uow(), app.config, mail_id, TEKST, ANNA)
     assert count(app, Klantcontact) == before
     assert show_mail(app.uow(), mail_id)["state"] == "te_beoordelen"
 
-    forced = Antwoord(variables=TEKST.variables, force=True)
-    result = register(app.uow(), app.config, mail_id, forced, ANNA)
+    forced = Reply(variables=TEKST.variables, force=True)
+    result = reply(app.uow(), app.config, mail_id, forced, ANNA)
     assert outbox(app, result.outbox_id or 0).forced is True
     with app.uow() as uow:
         event = uow.session.scalar(select(AuditEvent).where(
@@ -110,10 +109,10 @@ def test_an_auto_reply_is_only_answered_with_force(app: App) -> None:
 def test_a_template_problem_stores_nothing(app: App) -> None:
     mail_id = queue_mail(app, customer_mail())
     before = [count(app, m) for m in (Klantcontact, OutboxMessage)]
-    with pytest.raises(TemplateError, match="tekst"):
-        register(app.uow(), app.config, mail_id, Antwoord(), ANNA)  # the employee's text is missing
-    with pytest.raises(TemplateError, match="bestaatniet"):
-        register(app.uow(), app.config, mail_id, Antwoord(template="bestaatniet"), ANNA)
+    with pytest.raises(ReplyRefused, match="tekst"):
+        reply(app.uow(), app.config, mail_id, Reply(), ANNA)  # the employee's text is missing
+    with pytest.raises(ReplyRefused, match="bestaatniet"):
+        reply(app.uow(), app.config, mail_id, Reply(template="bestaatniet"), ANNA)
     assert [count(app, m) for m in (Klantcontact, OutboxMessage)] == before
     assert show_mail(app.uow(), mail_id)["state"] == "te_beoordelen"
 
@@ -128,13 +127,13 @@ def test_a_failure_at_any_step_of_the_reply_stores_nothing(app: App, table: str)
     counted = (Klantcontact, Betrokkene, Bijlage, Onderwerpobject, OutboxMessage, AuditEvent)
     before = [count(app, model) for model in counted]
     with refuse_inserts(app.engine, table), pytest.raises(Exception, match=MESSAGE):
-        register(app.uow(), app.config, mail_id, TEKST, ANNA)
+        reply(app.uow(), app.config, mail_id, TEKST, ANNA)
     assert [count(app, model) for model in counted] == before
     assert show_mail(app.uow(), mail_id)["state"] == "te_beoordelen"
 
 
 def test_verify_reports_an_answer_without_its_outbox_message(app: App) -> None:
-    result = register(app.uow(), app.config, queue_mail(app, customer_mail()), TEKST, ANNA)
+    result = reply(app.uow(), app.config, queue_mail(app, customer_mail()), TEKST, ANNA)
     with app.uow() as uow:
         row = uow.session.get(OutboxMessage, result.outbox_id)
         uow.session.delete(row)

@@ -12,23 +12,15 @@ from sqlalchemy import func, select
 from support.mails import RECEIVED, customer_mail, with_attachment
 from support.mails import queue_mail as store
 
+from ingest.analysis import AnalyseSettings, ClassifyOptions, default_parser, fill_parsed_fields
 from ingest.classify import classify
-from ingest.intake import ClassifyOptions, default_parser, fill_parsed_fields
 from ingest.parse import ParsedMail, parse_mail
-from ingest.reprocess import (
-    DERIVED_FIELDS,
-    AnalyseSettings,
-    Outcome,
-    ReprocessRefused,
-    ReprocessSummary,
-    Selection,
-    derived_of,
-    reprocess,
-)
-from kcc.actors import medewerker
-from kcc.contacts import show_contact
-from kcc.review import GeenOpvolging, dismiss, register
-from kcc.wiring import App
+from ingest.reevaluate import DERIVED_FIELDS, derived_of
+from kcc.bootstrap import App
+from kcc.records.actor import medewerker
+from kcc.usecases.contacts import show_contact
+from kcc.usecases.reprocess import Outcome, ReprocessRefused, ReprocessSummary, Selection, reprocess
+from kcc.usecases.review import NoFollowUp, dismiss, register
 from store.audit import AuditEvent
 from store.blobs import get_blob
 from store.mail import InboundMail
@@ -124,7 +116,7 @@ def test_a_mail_quarantined_by_a_parser_bug_is_released_once_the_parser_works_an
         assert get_blob(uow.session, foto.blob_sha256).startswith(b"\xff\xd8\xff")
     assert audit_actions(app, mail_id) == ["mail.vrijgegeven"]
 
-    result = register(app.uow(), app.config, mail_id, GeenOpvolging(), ANNA)
+    result = register(app.uow(), app.config, mail_id, NoFollowUp(), ANNA)
     contact = show_contact(app.uow(), result.klantcontact_id)
     assert contact["onderwerp"] == "Kapotte container"
     assert [b["informatieobject"]["bestandsnaam"] for b in contact["omvatteBijlagen"]] == [
@@ -206,7 +198,7 @@ def test_registered_and_dismissed_mails_are_records_refused_unless_included(app:
     mailbox = new_mailbox()
     registered_id = store(app, with_attachment(), mailbox, parser=sloppy_parser)
     dismissed_id = store(app, customer_mail("Nieuwsbrief"), mailbox)
-    result = register(app.uow(), app.config, registered_id, GeenOpvolging(), ANNA)
+    result = register(app.uow(), app.config, registered_id, NoFollowUp(), ANNA)
     dismiss(app.uow(), dismissed_id, "spam", ANNA)
     contact_before = show_contact(app.uow(), result.klantcontact_id)
 
@@ -286,7 +278,7 @@ def test_a_raised_size_limit_releases_the_mails_that_were_too_large(app: App) ->
 
 
 def test_a_mail_decided_or_released_while_reprocessing_is_decided_anew_not_overwritten(app: App) -> None:
-    from kcc.quarantine import dismiss_quarantined, release
+    from kcc.usecases.quarantine import dismiss_quarantined, release
 
     mailbox = new_mailbox()
     first = store(app, customer_mail("Een", extra_headers=BUG_TRIGGER.decode()), mailbox, parser=buggy_parser)
@@ -309,7 +301,7 @@ def test_a_mail_decided_or_released_while_reprocessing_is_decided_anew_not_overw
 
 
 def test_a_mail_released_as_it_was_is_not_reported_when_it_still_does_not_parse(app: App) -> None:
-    from kcc.quarantine import release
+    from kcc.usecases.quarantine import release
 
     mailbox = new_mailbox()
     mail_id = store(app, customer_mail("Kapot", extra_headers=BUG_TRIGGER.decode()), mailbox, parser=buggy_parser)

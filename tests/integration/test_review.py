@@ -11,13 +11,13 @@ from sqlalchemy import func, select
 from support.dbfaults import MESSAGE, refuse_inserts
 from support.mails import RECEIVED, customer_mail, queue_mail, with_attachment
 
-from kcc import taken
-from kcc.actors import ActorRef, medewerker, parse_actor
-from kcc.contacts import show_contact
-from kcc.queue import show_mail
-from kcc.review import DecisionError, GeenOpvolging, Registered, Taak, dismiss, register
-from kcc.verify import verify
-from kcc.wiring import App
+from kcc.bootstrap import App
+from kcc.records.actor import ActorRef, medewerker, parse_actor
+from kcc.usecases import tasks as taken
+from kcc.usecases.contacts import show_contact
+from kcc.usecases.review import DecisionError, HandOff, NoFollowUp, Registered, dismiss, register
+from kcc.usecases.review_queue import show_mail
+from kcc.usecases.verify import verify
 from store.audit import AuditEvent
 from store.blobs import get_blob
 from store.klantinteracties import Betrokkene, Bijlage, InterneTaak, Klantcontact
@@ -37,8 +37,8 @@ def mail_state(app: App, mail_id: int) -> str:
     return str(show_mail(app.uow(), mail_id)["state"])
 
 
-def terugbellen(*actoren: ActorRef) -> Taak:
-    return Taak("Terugbellen", actoren or (BURGERZAKEN,), "Meneer wil weten wanneer het papier wordt opgehaald.")
+def terugbellen(*actoren: ActorRef) -> HandOff:
+    return HandOff("Terugbellen", actoren or (BURGERZAKEN,), "Meneer wil weten wanneer het papier wordt opgehaald.")
 
 
 def test_a_mail_handed_off_becomes_klantcontact_betrokkene_bijlagen_and_task(app: App) -> None:
@@ -101,7 +101,7 @@ def test_a_mail_handed_off_becomes_klantcontact_betrokkene_bijlagen_and_task(app
 def test_register_without_follow_up_and_the_bounded_fields(app: App) -> None:
     long_text = "Beste gemeente, " + "ik heb een hele lange vraag over de parkeervergunning " * 40
     mail_id = queue_mail(app, customer_mail(subject="", body=long_text, sender="info@bakkerij.nl"))
-    result = register(app.uow(), app.config, mail_id, GeenOpvolging(), ANNA)
+    result = register(app.uow(), app.config, mail_id, NoFollowUp(), ANNA)
     contact = show_contact(app.uow(), result.klantcontact_id)
     assert contact["onderwerp"] == "(geen onderwerp)"
     assert len(contact["inhoud"]) <= 1000
@@ -114,7 +114,7 @@ def test_register_without_follow_up_and_the_bounded_fields(app: App) -> None:
 
 def test_an_organisation_goes_to_organisatienaam(app: App) -> None:
     mail_id = queue_mail(app, customer_mail(sender='"Bakkerij De Graaf B.V." <bestel@degraaf.nl>'))
-    result = register(app.uow(), app.config, mail_id, GeenOpvolging(), ANNA)
+    result = register(app.uow(), app.config, mail_id, NoFollowUp(), ANNA)
     (klant,) = show_contact(app.uow(), result.klantcontact_id)["hadBetrokkenen"]
     assert klant["organisatienaam"] == "Bakkerij De Graaf B.V."
     assert klant["contactnaam"]["achternaam"] == ""
@@ -122,13 +122,13 @@ def test_an_organisation_goes_to_organisatienaam(app: App) -> None:
 
 def test_a_mail_is_decided_once(app: App) -> None:
     mail_id = queue_mail(app, customer_mail())
-    register(app.uow(), app.config, mail_id, GeenOpvolging(), ANNA)
+    register(app.uow(), app.config, mail_id, NoFollowUp(), ANNA)
     with pytest.raises(DecisionError, match=rf"mail {mail_id} is geregistreerd by anna@gemeente.nl"):
         register(app.uow(), app.config, mail_id, terugbellen(), medewerker("bob@gemeente.nl"))
     with pytest.raises(DecisionError, match="geregistreerd"):
         dismiss(app.uow(), mail_id, "spam", ANNA)
     with pytest.raises(DecisionError, match="no stored mail with id 999999"):
-        register(app.uow(), app.config, 999999, GeenOpvolging(), ANNA)
+        register(app.uow(), app.config, 999999, NoFollowUp(), ANNA)
 
 
 def test_dismiss_records_the_reason_and_creates_no_klantcontact(app: App) -> None:
@@ -212,12 +212,12 @@ def test_search_finds_open_tasks_by_actor_oldest_first(app: App) -> None:
 
 def test_a_follow_up_mail_is_linked_to_the_earlier_klantcontact(app: App) -> None:
     first = queue_mail(app, customer_mail(message_id="<eerste@example.nl>"))
-    earlier = register(app.uow(), app.config, first, GeenOpvolging(), ANNA)
+    earlier = register(app.uow(), app.config, first, NoFollowUp(), ANNA)
     follow_up = customer_mail(
         subject="Re: Vraag over de afvalkalender",
         extra_headers="In-Reply-To: <eerste@example.nl>\r\nReferences: <eerste@example.nl>\r\n",
     )
-    later = register(app.uow(), app.config, queue_mail(app, follow_up), GeenOpvolging(), ANNA)
+    later = register(app.uow(), app.config, queue_mail(app, follow_up), NoFollowUp(), ANNA)
     (link,) = show_contact(app.uow(), later.klantcontact_id)["gingOverOnderwerpobjecten"]
     assert link["wasKlantcontact"] == {"uuid": earlier.klantcontact_uuid}
     assert link["onderwerpobjectidentificator"]["objectId"] == earlier.klantcontact_uuid

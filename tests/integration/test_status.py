@@ -24,13 +24,15 @@ from support.mails import customer_mail, queue_mail
 from support.outbox import queue_reply
 
 import store
-from ingest.intake import acquire_lease, record_progress
-from kcc.check import prepare_local_folders
+from kcc.bootstrap import App, build_app
 from kcc.config import ConfigError, MonitoringConfig, StorageConfig, load_config
+from kcc.monitoring import Level, Report, report_json
 from kcc.service import poll_once, relay_once, run_service
-from kcc.status import Heartbeat, Level, Report, beat, check_status, forget_dead, remove_heartbeat, report_json
-from kcc.wiring import App, build_app
-from replies.relay import claim, expire_leases
+from kcc.usecases.check import prepare_local_folders
+from kcc.usecases.heartbeat import Heartbeat, beat, forget_dead, remove_heartbeat
+from kcc.usecases.intake import acquire_lease, record_progress
+from kcc.usecases.outbox import claim, expire_leases
+from kcc.usecases.status import check_status
 from store.engine import make_engine
 from store.mail import InboundAttachment, InboundMail, MailboxState
 from store.monitoring import ServiceHeartbeat

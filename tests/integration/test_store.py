@@ -82,10 +82,10 @@ def test_afgehandeld_op_follows_the_status(uow: UnitOfWork) -> None:
     with uow:
         stored = uow.session.get(InterneTaak, taak.id)
         assert stored is not None
-        stored.zet_status("verwerkt", NOW + timedelta(hours=1))
+        stored.set_status("verwerkt", NOW + timedelta(hours=1))
         uow.commit()
         assert stored.afgehandeld_op == NOW + timedelta(hours=1)
-        stored.zet_status("te_verwerken", NOW + timedelta(hours=2))
+        stored.set_status("te_verwerken", NOW + timedelta(hours=2))
         uow.commit()
         assert stored.afgehandeld_op is None
 

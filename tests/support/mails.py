@@ -5,9 +5,10 @@ from __future__ import annotations
 import itertools
 from datetime import UTC, datetime
 
-from ingest.intake import ClassifyOptions, Parser, analyse, default_parser, store_mail
+from ingest.analysis import ClassifyOptions, Parser, analyse, default_parser
 from ingest.sources.base import FetchedMail, MailRef
-from kcc.wiring import App
+from kcc.bootstrap import App
+from kcc.usecases.intake import store_mail
 
 RECEIVED = datetime(2026, 11, 23, 8, 15, tzinfo=UTC)
 _uids = itertools.count(1)

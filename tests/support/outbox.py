@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from kcc.config import OrganisatieConfig
-from kcc.registratie import nieuw_klantcontact
+from kcc.records.klantcontact import create_klantcontact
 from store.blobs import put_blob
 from store.klantinteracties import Betrokkene, DigitaalAdres
 from store.outbox import OutboxMessage
@@ -73,7 +73,7 @@ def queue_replies(
     with uow:
         session = uow.session
         for _ in range(count):
-            contact = nieuw_klantcontact(
+            contact = create_klantcontact(
                 session, OrganisatieConfig(), onderwerp="Re: Vraag over de afvalkalender", inhoud=_ANSWER,
                 plaatsgevonden_op=now, indicatie_contact_gelukt=None,
             )

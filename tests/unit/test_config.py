@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from kcc.config import ConfigError, load_config, resolve_secret
+from kcc.config import ConfigError, load_config
+from kcc.secrets import resolve_secret
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.toml"
 

@@ -7,8 +7,8 @@ import logging
 
 import pytest
 
-from kcc.config import resolve_secret
 from kcc.logs import configure_logging
+from kcc.secrets import resolve_secret
 
 
 def test_a_secret_that_was_read_is_masked_in_every_log_line(capsys: pytest.CaptureFixture[str]) -> None:

@@ -602,23 +602,23 @@ def test_html_converter_failure_falls_back_to_stripping_tags(monkeypatch: pytest
     def broken(html: str) -> str:
         raise RecursionError("maximum recursion depth exceeded")
 
-    monkeypatch.setattr("ingest.parse.inscriptis.get_text", broken)
+    monkeypatch.setattr("ingest.parse.body.inscriptis.get_text", broken)
     parsed = parse_mail(mail(BASIC_HEADERS.replace("text/plain", "text/html"), "<p>Beste&nbsp;KCC</p>"))
     assert parsed.text.strip() == "Beste\xa0KCC"
     assert "HTML could not be converted to text (RecursionError): tags stripped instead" in parsed.defects
 
 
 def test_part_that_breaks_decoding_is_kept_as_raw_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
-    import ingest.parse
+    import ingest.parse.body
 
-    real = ingest.parse._part_text
+    real = ingest.parse.body.part_text
 
     def fails_on_html(part: object, ctx: object, where: str) -> str:
         if where == "text/html":
             raise ValueError("kapot")
         return real(part, ctx, where)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(ingest.parse, "_part_text", fails_on_html)
+    monkeypatch.setattr(ingest.parse.body, "part_text", fails_on_html)
     raw = mail(
         BASIC_HEADERS.replace("text/plain; charset=utf-8", 'multipart/mixed; boundary="m"'),
         "--m\r\nContent-Type: text/plain\r\n\r\nTekst\r\n--m\r\nContent-Type: text/html\r\n\r\n<p>x</p>\r\n--m--\r\n",
@@ -634,6 +634,6 @@ def test_unexpected_library_error_becomes_unparseable_with_its_cause(monkeypatch
     def explode(data: bytes) -> None:
         raise KeyError("boundary")
 
-    monkeypatch.setattr("ingest.parse._parse_tree", explode)
+    monkeypatch.setattr("ingest.parse.mail._parse_tree", explode)
     with pytest.raises(UnparseableMail, match=r"KeyError: 'boundary'"):
         parse_mail(mail(BASIC_HEADERS))

@@ -1,0 +1,105 @@
+"""Body bytes of a part: the raw compat32 payload, transfer encodings, and re-serialised attached messages.
+
+Kept apart from `charsets` because it deals in bytes: decoding those to text is one call (`part_text`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from email import policy as email_policy
+from email.generator import BytesGenerator
+from email.message import Message
+from io import BytesIO
+from typing import Any
+
+from ingest.parse.charsets import decode_bytes
+from ingest.parse.context import ParseContext, clean_text
+
+_NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/]")
+_IDENTITY_ENCODINGS = frozenset({"", "7bit", "8bit", "binary"})
+_UU_ENCODINGS = frozenset({"xuuencode", "uuencode", "uue", "xuue"})
+
+
+def raw_payload(part: Message) -> Any:
+    """The payload as parsed: a list of parts, or the body text with 8-bit bytes as surrogate escapes.
+
+    ``Message.get_payload()`` would decode those bytes with the declared charset and errors='replace',
+    losing them before we can decode them properly (and it raises nothing we could fall back on).
+    """
+    return getattr(part, "_payload", None)
+
+
+def payload_bytes(payload: str) -> bytes:
+    """compat32 keeps body bytes as ASCII text with surrogate escapes; turn them back into the bytes."""
+    try:
+        return payload.encode("ascii", "surrogateescape")
+    except UnicodeEncodeError:  # only if a caller put real non-ASCII text in; keep it as UTF-8
+        return payload.encode("utf-8", "surrogateescape")
+
+
+def _transfer_encoding(part: Message) -> str:
+    """The Content-Transfer-Encoding, normalised so 'Base-64', '"base64"' and 'base64;' all match."""
+    value = part.get("content-transfer-encoding")
+    return re.sub(r"[^a-z0-9]", "", str(value).lower()) if value is not None else ""
+
+
+def part_bytes(part: Message, ctx: ParseContext, where: str) -> bytes:
+    """The decoded body bytes of a leaf part; broken encodings decode as far as possible, noted."""
+    payload = raw_payload(part)
+    if isinstance(payload, list):
+        return message_part_bytes(part, ctx)
+    if not isinstance(payload, str):
+        return b""
+    encoding = _transfer_encoding(part)
+    data = payload_bytes(payload)
+    if encoding == "base64":
+        return decode_base64(data, ctx, where)
+    if encoding == "quotedprintable":
+        return binascii.a2b_qp(data)
+    if encoding in _UU_ENCODINGS:
+        decoded = part.get_payload(decode=True)
+        return decoded if isinstance(decoded, bytes) else data
+    if encoding not in _IDENTITY_ENCODINGS:
+        ctx.note(f"unknown Content-Transfer-Encoding in {where}: body kept undecoded")
+    return data
+
+
+def decode_base64(data: bytes, ctx: ParseContext, where: str) -> bytes:
+    try:
+        return base64.b64decode(data)
+    except (binascii.Error, ValueError):
+        pass
+    cleaned = _NOT_BASE64.sub(b"", data)
+    if len(cleaned) % 4 == 1:
+        cleaned = cleaned[:-1]
+    ctx.note(f"broken base64 in {where}: decoded as far as possible")
+    return base64.b64decode(cleaned + b"=" * (-len(cleaned) % 4))
+
+
+def message_part_bytes(part: Message, ctx: ParseContext) -> bytes:
+    """The bytes of an attached message (or report block), re-serialised from the parsed tree."""
+    payload = raw_payload(part)
+    if not isinstance(payload, list):
+        return part_bytes(part, ctx, part.get_content_type())
+    messages = [p for p in payload if isinstance(p, Message)]
+    data = ctx.linesep.encode().join(flatten(m, ctx.linesep) for m in messages)
+    encoding = _transfer_encoding(part)
+    if encoding == "base64":  # not allowed for message/*, but sent: the "headers" were base64 lines
+        return decode_base64(data, ctx, part.get_content_type())
+    if encoding == "quotedprintable":
+        return binascii.a2b_qp(data)
+    return data
+
+
+def flatten(msg: Message, linesep: str) -> bytes:
+    out = BytesIO()
+    generator = BytesGenerator(out, mangle_from_=False, maxheaderlen=0, policy=email_policy.compat32)
+    generator.flatten(msg, linesep=linesep)
+    return out.getvalue()
+
+
+def part_text(part: Message, ctx: ParseContext, where: str) -> str:
+    data = part_bytes(part, ctx, where)
+    return clean_text(decode_bytes(data, part.get_content_charset(), ctx, where))

@@ -1,0 +1,87 @@
+"""What every `kcc-mail` command shares: the lazily built application, the one error table, common options."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from kcc.bootstrap import App, build_app
+from kcc.config import Config, load_config
+from kcc.errors import ConfigurationError, KccError, NotFound, PeerUnreachable, Refused
+
+EXIT_CODES: tuple[tuple[type[KccError], int], ...] = (
+    (ConfigurationError, 2),  # a restart cannot fix it: systemd's RestartPreventExitStatus=2
+    (PeerUnreachable, 1),
+    (NotFound, 1),
+    (Refused, 1),
+)
+"""Each kind of the error family (kcc.errors) and its exit code; the web app has the same table for HTTP."""
+
+
+def exit_code(exc: KccError) -> int:
+    return next((code for kind, code in EXIT_CODES if isinstance(exc, kind)), 1)
+
+
+class Context:
+    """Loads the configuration and builds the application only when a command needs them."""
+
+    def __init__(self, config_path: Path | None) -> None:
+        self.config_path = config_path
+        self._config: Config | None = None
+        self._app: App | None = None
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = load_config(self.config_path)
+        return self._config
+
+    def app(self, *, schema_must_be_current: bool = True) -> App:
+        if self._app is None:
+            self._app = build_app(self.config)
+            if schema_must_be_current:
+                self._app.require_current_schema()
+        return self._app
+
+    def close(self) -> None:
+        if self._app is not None:
+            self._app.close()
+
+
+class KccGroup(click.Group):
+    """Turns the errors a user can act on into one clear line and an exit code, instead of a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from sqlalchemy.exc import DBAPIError
+
+        try:
+            return super().invoke(ctx)
+        except KccError as exc:
+            click.echo(f"kcc-mail: {exc}", err=True)
+            sys.exit(exit_code(exc))
+        except DBAPIError as exc:
+            from kcc.logs import describe
+
+            click.echo(
+                f"kcc-mail: the database failed during this command ({describe(exc)}). A decision is stored "
+                "completely or not at all, but if the connection broke while it was being committed it may be "
+                "stored: check with `kcc-mail queue show ID` before deciding again, and `kcc-mail check` for "
+                "the database.",
+                err=True,
+            )
+            sys.exit(2)
+
+
+AS_OPTION = click.option(
+    "--as", "as_medewerker", envvar="KCC_MEDEWERKER", required=True,
+    help="The employee who decides (e-mail or identificator); default from KCC_MEDEWERKER.",
+)
+JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print Klantinteracties API v2 shaped JSON.")
+
+
+def echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, ensure_ascii=False, indent=2))

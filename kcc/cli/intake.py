@@ -1,0 +1,100 @@
+"""Intake commands: poll the mailboxes, run the service, and look at the review queue."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from typing import Any
+
+import click
+
+from kcc.cli.common import Context, echo_json
+from kcc.cli.output import cut, safe, safe_block
+from kcc.service import poll_once, run_service
+from kcc.usecases.review_queue import UnknownState, list_mails, show_mail
+
+
+@click.command()
+@click.option("--once", is_flag=True, help="Fetch what is new, print a summary line and exit.")
+@click.option("--mailbox", "mailbox_name", help="Only this mailbox (default: all configured mailboxes).")
+@click.pass_obj
+def poll(context: Context, once: bool, mailbox_name: str | None) -> None:
+    """Fetch new mail from the mailboxes into the review queue."""
+    app = context.app()
+    mailboxes = [app.config.mailbox(mailbox_name)] if mailbox_name else list(app.config.mailboxes)
+    if not once:
+        run_service(replace(app, config=replace(app.config, mailboxes=tuple(mailboxes))), relay=False)
+        return
+    summary, unreachable = poll_once(app, mailboxes)
+    click.echo(summary.line())
+    for problem in unreachable:
+        click.echo(f"kcc-mail: {problem}", err=True)
+    if unreachable:
+        sys.exit(1)
+
+
+@click.command()
+@click.pass_obj
+def run(context: Context) -> None:
+    """Run the service: intake for every mailbox until SIGTERM or SIGINT."""
+    run_service(context.app())
+
+
+@click.group()
+def queue() -> None:
+    """The review queue: stored mails waiting for a decision (and quarantine)."""
+
+
+@queue.command("list")
+@click.option("--state", default="te_beoordelen", show_default=True, help="A mail state, or 'all'.")
+@click.option("--mailbox", "mailbox_name", help="Only this mailbox.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@click.pass_obj
+def queue_list(context: Context, state: str, mailbox_name: str | None, as_json: bool) -> None:
+    """Stored mails, oldest first."""
+    try:
+        mails = list_mails(context.app().uow(), state=None if state == "all" else state, mailbox=mailbox_name)
+    except UnknownState as exc:
+        raise click.BadParameter(str(exc), param_hint="--state") from None
+    if as_json:
+        echo_json(mails)
+        return
+    for mail in mails:
+        flags = ",".join(mail["flags"]) or "-"
+        click.echo(
+            f"{mail['id']:>6}  {mail['receivedAt'][:16]}  {mail['state']:<13} {flags:<12} "
+            f"{cut(mail['from'], 30)}  {cut(mail['subject'], 60, pad=False)}"
+        )
+    click.echo(f"{len(mails)} mail(s)", err=True)
+
+
+@queue.command("show")
+@click.argument("mail_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def queue_show(context: Context, mail_id: int, as_json: bool) -> None:
+    """One mail: headers, text, attachments, flags, and for quarantine the reason and error."""
+    mail = show_mail(context.app().uow(), mail_id)
+    if as_json:
+        echo_json(mail)
+        return
+    click.echo(render_mail(mail))
+
+
+def render_mail(mail: dict[str, Any]) -> str:
+    lines = [
+        f"Mail {mail['id']} ({mail['state']}{', ' + mail['reason'] if mail['reason'] else ''})",
+        f"From:       {safe(mail['fromName'])} <{safe(mail['from'])}>",
+        f"To:         {safe(', '.join(mail['to']))}",
+        f"Subject:    {safe(mail['subject'])}",
+        f"Received:   {mail['receivedAt']}",
+        f"Message-ID: {safe(mail['messageId'])}{' (synthetic)' if mail['messageIdSynthetic'] else ''}",
+        f"Flags:      {', '.join(mail['flags']) or '-'}",
+    ]
+    if mail["error"]:
+        lines.append(f"Error:      {safe(mail['error'])}")
+    for attachment in mail["attachmentList"]:
+        lines.append(f"Attachment: {safe(attachment['bestandsnaam'])} ({safe(attachment['formaat'])}, "
+                     f"{attachment['size']} bytes)")
+    lines += ["", safe_block(mail["text"])]
+    return "\n".join(lines)

@@ -1,0 +1,94 @@
+"""Reachability checks for `kcc-mail check`: can we talk to the database, each mailbox and the SMTP server?"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from sqlalchemy import Engine, text
+
+from ingest.sources.base import MailSource, SourceError
+from kcc.config import Config, ConfigError, MailboxConfig
+from replies.smtp import SmtpConnectError, SmtpSettings, connect
+from store.schema import SchemaOutOfDate, require_current
+
+
+class Parts(Protocol):
+    """What the checks need of the application (kcc.bootstrap.App has it)."""
+
+    config: Config
+    engine: Engine
+
+    def source(self, mailbox: MailboxConfig) -> MailSource: ...
+
+    def smtp_settings(self) -> SmtpSettings: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    part: str
+    ok: bool
+    detail: str
+
+
+def prepare_local_folders(config: Config) -> list[str]:
+    """Create the Maildir and outgoing folders of the laptop defaults, so `init && run` needs nothing else."""
+    done = []
+    for mailbox in config.mailboxes:
+        if mailbox.kind == "maildir":
+            for sub in ("new", "cur", "tmp"):
+                Path(mailbox.path, sub).mkdir(parents=True, exist_ok=True)
+            done.append(f"mailbox {mailbox.name}: Maildir ready at {mailbox.path}")
+    if config.smtp.kind == "directory":
+        Path(config.smtp.directory).mkdir(parents=True, exist_ok=True)
+        done.append(f"outgoing mail: .eml files in {config.smtp.directory}")
+    return done
+
+
+def check_all(app: Parts) -> list[CheckResult]:
+    return [check_database(app), *(check_mailbox(app, m.name) for m in app.config.mailboxes), check_smtp(app)]
+
+
+def check_database(app: Parts) -> CheckResult:
+    url = app.engine.url.render_as_string(hide_password=True)
+    try:
+        with app.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        require_current(app.engine)
+    except SchemaOutOfDate as exc:
+        return CheckResult("database", False, str(exc))
+    except Exception as exc:  # any driver error means: cannot connect
+        return CheckResult("database", False, f"{url}: cannot connect: {type(exc).__name__}: {exc}")
+    return CheckResult("database", True, f"{url}: connected, schema up to date")
+
+
+def check_mailbox(app: Parts, name: str) -> CheckResult:
+    mailbox = app.config.mailbox(name)
+    part = f"mailbox {name}"
+    try:
+        source = app.source(mailbox)
+        try:
+            status = source.open()
+        finally:
+            source.close()
+    except (SourceError, ConfigError) as exc:
+        return CheckResult(part, False, str(exc))
+    where = mailbox.path if mailbox.kind == "maildir" else f"{mailbox.host}:{mailbox.port} {mailbox.folder}"
+    return CheckResult(part, True, f"{where}: connected, {status.exists} mails in the folder")
+
+
+def check_smtp(app: Parts) -> CheckResult:
+    smtp = app.config.smtp
+    if smtp.kind == "directory":
+        folder = Path(smtp.directory)
+        if folder.is_dir() and os.access(folder, os.W_OK):
+            return CheckResult("smtp", True, f"directory {folder}: writable")
+        return CheckResult("smtp", False, f"directory {folder} is missing or not writable; run `kcc-mail init`")
+    try:
+        client = connect(app.smtp_settings())
+        client.quit()
+    except (SmtpConnectError, ConfigError) as exc:
+        return CheckResult("smtp", False, str(exc))
+    return CheckResult("smtp", True, f"{smtp.host}:{smtp.port}: connected")

@@ -1,0 +1,124 @@
+"""`kcc-mail status` and the beheer page: the figures behind the health checks, read in one read-only snapshot."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session
+
+from kcc.config import Config
+from kcc.monitoring import Backlog, Figures, MailboxFigures, ProcessFigures, Report, dead_after, evaluate
+from store.mail import InboundMail, MailboxState
+from store.monitoring import ServiceHeartbeat
+from store.outbox import OutboxMessage
+from store.states import MailState, OutboxStatus, QuarantineReason
+from store.types import utcnow
+from store.uow import UnitOfWork
+
+WAITING_TO_BE_SENT = (OutboxStatus.PENDING, OutboxStatus.RETRY, OutboxStatus.SENDING)
+MAIL_STATES = [state.value for state in MailState]
+
+
+def check_status(uow: UnitOfWork, config: Config, *, now: datetime | None = None) -> Report:
+    """Gather the figures and judge them: the use case behind `kcc-mail status`."""
+    figures = gather(uow, config, now=now or utcnow())
+    return Report(figures, tuple(evaluate(figures, config)))
+
+
+def gather(uow: UnitOfWork, config: Config, *, now: datetime) -> Figures:
+    """Every figure from one snapshot, without writing anything (the transaction is rolled back)."""
+    monitoring = config.monitoring
+    with uow:
+        session = uow.session
+        _read_only_snapshot(session)
+        return Figures(
+            now=now,
+            processes=_processes(session, now - dead_after(monitoring)),
+            mailboxes=_mailboxes(session, [m.name for m in config.mailboxes]),
+            review=_backlog(
+                session, InboundMail.received_at, InboundMail.state == MailState.TE_BEOORDELEN,
+                _cutoff(now, monitoring.review_warning_minutes), _cutoff(now, monitoring.review_critical_minutes),
+            ),
+            outbox=_counts(session, OutboxMessage.status, [s.value for s in OutboxStatus]),
+            sending=_backlog(
+                session, OutboxMessage.created_at, OutboxMessage.status.in_(WAITING_TO_BE_SENT),
+                _cutoff(now, monitoring.outbox_pending_warning_minutes),
+                _cutoff(now, monitoring.outbox_pending_critical_minutes),
+            ),
+            quarantine=_counts(session, InboundMail.reason, [r.value for r in QuarantineReason],
+                               InboundMail.state == MailState.QUARANTAINE),
+        )
+
+
+def _read_only_snapshot(session: Session) -> None:
+    """On PostgreSQL, all queries see one moment and cannot write; SQLite's BEGIN IMMEDIATE already isolates."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.connection(execution_options={"isolation_level": "REPEATABLE READ", "postgresql_readonly": True})
+
+
+def _cutoff(now: datetime, minutes: float) -> datetime | None:
+    return now - timedelta(minutes=minutes) if minutes else None
+
+
+def _processes(session: Session, alive_since: datetime) -> tuple[ProcessFigures, ...]:
+    rows = session.scalars(select(ServiceHeartbeat).order_by(ServiceHeartbeat.started_at, ServiceHeartbeat.owner))
+    return tuple(
+        ProcessFigures(
+            owner=row.owner, started_at=row.started_at, beat_at=row.beat_at, version=row.version,
+            intake=tuple(row.intake), relay=row.relay, alive=row.beat_at >= alive_since,
+        )
+        for row in rows
+    )
+
+
+def _mailboxes(session: Session, configured: list[str]) -> tuple[MailboxFigures, ...]:
+    """The configured mailboxes in their order, then any other mailbox that holds mail (e.g. from an import)."""
+    states: dict[str, dict[str, int]] = {}
+    for mailbox, state, count in session.execute(
+        select(InboundMail.mailbox, InboundMail.state, func.count()).group_by(InboundMail.mailbox, InboundMail.state)
+    ):
+        states.setdefault(mailbox, dict.fromkeys(MAIL_STATES, 0))[state] = count
+    oldest: dict[str, datetime] = {
+        mailbox: received for mailbox, received in session.execute(
+            select(InboundMail.mailbox, func.min(InboundMail.received_at))
+            .where(InboundMail.state == MailState.TE_BEOORDELEN).group_by(InboundMail.mailbox)
+        )
+    }
+    progress = {row.mailbox: row for row in session.scalars(select(MailboxState))}
+    names = [*configured, *sorted(set(states) - set(configured))]
+    figures = []
+    for name in names:
+        row = progress.get(name)
+        figures.append(MailboxFigures(
+            name=name, configured=name in configured,
+            last_poll_at=row.last_poll_at if row else None, last_success_at=row.last_success_at if row else None,
+            last_error=row.last_error if row else "", states=states.get(name, dict.fromkeys(MAIL_STATES, 0)),
+            oldest_waiting_at=oldest.get(name),
+        ))
+    return tuple(figures)
+
+
+def _backlog(
+    session: Session, moment: Any, waiting: Any, warning: datetime | None, critical: datetime | None
+) -> Backlog:
+    """Count the waiting rows, the oldest `moment`, and how many are older than each cutoff, in one query."""
+
+    def older_than(cutoff: datetime | None) -> Any:
+        return func.coalesce(func.sum(case((moment < cutoff, 1), else_=0)), 0) if cutoff else 0
+
+    count, oldest, over_warning, over_critical = session.execute(
+        select(func.count(), func.min(moment), older_than(warning), older_than(critical)).where(waiting)
+    ).one()
+    return Backlog(count, oldest, int(over_warning or 0), int(over_critical or 0))
+
+
+def _counts(session: Session, column: Any, keys: Sequence[str], *where: Any) -> dict[str, int]:
+    counts = dict.fromkeys(keys, 0)
+    for key, count in session.execute(select(column, func.count()).where(*where).group_by(column)):
+        counts[key] = count
+    return counts
+
+

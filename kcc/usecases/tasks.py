@@ -1,0 +1,104 @@
+"""Interne taken (F2120, F3839, F5241, C6114): hand-offs to colleagues, searched, shown, completed and rerouted."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from kcc.errors import NotFound
+from kcc.records.actor import ActorRef, find_or_create
+from kcc.records.api_json import interne_taak_json
+from kcc.records.interne_taak import TaakError, create_interne_taak
+from store import audit
+from store.klantinteracties import Actor, InterneTaak, InterneTaakActor, Klantcontact
+from store.states import TaakStatus
+from store.types import utcnow
+from store.uow import UnitOfWork
+
+__all__ = ["OPNIEUW_ROUTEREN", "TaakError", "TaakNotFound", "complete", "reopen", "reroute", "search", "show"]
+
+OPNIEUW_ROUTEREN = "Opnieuw routeren"
+
+
+class TaakNotFound(TaakError, NotFound):
+    """No interne taak has that id."""
+
+
+def search(
+    uow: UnitOfWork, *, status: str | None = TaakStatus.TE_VERWERKEN, assigned: ActorRef | None = None, limit: int = 500
+) -> list[dict[str, Any]]:
+    """Tasks by status (None: all) and assigned actor, oldest first (F3839)."""
+    with uow:
+        query = select(InterneTaak).order_by(InterneTaak.toegewezen_op, InterneTaak.id).limit(limit)
+        if status is not None:
+            query = query.where(InterneTaak.status == status)
+        if assigned is not None:
+            actor_ids = select(Actor.id).where(
+                Actor.soort_actor == assigned.soort_actor,
+                (Actor.actoridentificator_object_id == assigned.identificator) | (Actor.naam == assigned.identificator),
+            )
+            query = query.where(InterneTaak.id.in_(
+                select(InterneTaakActor.interne_taak_id).where(InterneTaakActor.actor_id.in_(actor_ids))
+            ))
+        return [interne_taak_json(uow.session, taak, embed=False) for taak in uow.session.scalars(query)]
+
+
+def show(uow: UnitOfWork, taak_id: int) -> dict[str, Any]:
+    """The task with its klantcontact, betrokkenen and their addresses, and the bijlagen (F8618)."""
+    with uow:
+        return interne_taak_json(uow.session, _taak(uow.session, taak_id), embed=True)
+
+
+def complete(uow: UnitOfWork, taak_id: int, medewerker: ActorRef, *, now: datetime | None = None) -> None:
+    """F5241: the colleague handled it."""
+    _change_status(uow, taak_id, TaakStatus.VERWERKT, medewerker, now or utcnow())
+
+
+def reopen(uow: UnitOfWork, taak_id: int, medewerker: ActorRef, *, now: datetime | None = None) -> None:
+    """Back to te_verwerken; afgehandeldOp is cleared, as the standard wants."""
+    _change_status(uow, taak_id, TaakStatus.TE_VERWERKEN, medewerker, now or utcnow())
+
+
+def reroute(
+    uow: UnitOfWork, taak_id: int, toegewezen_aan: Iterable[ActorRef], medewerker: ActorRef, *,
+    gevraagde_handeling: str = OPNIEUW_ROUTEREN, toelichting: str = "", now: datetime | None = None,
+) -> int:
+    """C6114: a new task on the same klantcontact for another actor, and the original verwerkt — atomically."""
+    now = now or utcnow()
+    with uow:
+        session = uow.session
+        original = _taak(session, taak_id, lock=True)
+        if original.status != TaakStatus.TE_VERWERKEN:
+            raise TaakError(f"task {taak_id} is {original.status}; only a task te_verwerken can be rerouted")
+        actoren = [find_or_create(session, ref) for ref in toegewezen_aan]
+        contact = session.get(Klantcontact, original.aanleidinggevend_klantcontact_id)
+        assert contact is not None  # a foreign key guarantees it
+        nieuw = create_interne_taak(session, contact, gevraagde_handeling, toelichting, actoren, now=now,
+                                    vervangt=original)
+        original.set_status(TaakStatus.VERWERKT, now)
+        audit.record(session, str(medewerker), "taak.gerouteerd", "interne_taak", original.id, nieuweTaak=nieuw.id)
+        uow.commit()
+        return nieuw.id
+
+
+def _change_status(uow: UnitOfWork, taak_id: int, status: TaakStatus, medewerker: ActorRef, now: datetime) -> None:
+    with uow:
+        taak = _taak(uow.session, taak_id, lock=True)
+        if taak.status == status:
+            raise TaakError(f"task {taak_id} is already {status}; nothing was changed")
+        taak.set_status(status, now)
+        action = "taak.verwerkt" if status == TaakStatus.VERWERKT else "taak.heropend"
+        audit.record(uow.session, str(medewerker), action, "interne_taak", taak.id)
+        uow.commit()
+
+
+def _taak(session: Session, taak_id: int, *, lock: bool = False) -> InterneTaak:
+    query = select(InterneTaak).where(InterneTaak.id == taak_id)
+    taak = session.scalar(query.with_for_update() if lock else query)
+    if taak is None:
+        raise TaakNotFound(f"no interne taak with id {taak_id}; `kcc-mail tasks list --status all` lists them")
+    return taak
