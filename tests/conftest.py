@@ -10,6 +10,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -23,6 +24,8 @@ from store.engine import make_engine
 from store.schema import upgrade
 
 pytest_plugins = ["support.fixtures"]
+
+CORPUS_LEFT_OUT = pytest.StashKey[int]()
 
 REQUIRE_ALL = os.environ.get("KCC_REQUIRE_ALL") == "1"
 POSTGRES_URL = os.environ.get("KCC_TEST_POSTGRES_URL", "")
@@ -124,3 +127,25 @@ def corpus() -> Path:
     if not CORPUS.is_dir():
         unavailable(f"the shared mail corpus is not at {CORPUS}")
     return CORPUS
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without the corpus (a fresh clone), its tests are left out, and counted for the one line at the end."""
+    if CORPUS.is_dir():
+        return
+    needs = [item for item in items
+             if item.get_closest_marker("corpus") or "corpus" in getattr(item, "fixturenames", ())]
+    if needs:
+        config.hook.pytest_deselected(items=needs)
+        left_out = set(map(id, needs))
+        items[:] = [item for item in items if id(item) not in left_out]
+        config.stash[CORPUS_LEFT_OUT] = len(needs)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    left_out = config.stash.get(CORPUS_LEFT_OUT, 0)
+    if left_out:
+        terminalreporter.write_line(
+            f"not run: {left_out} tests that need the shared mail corpus, which is not at {CORPUS} "
+            "(set KCC_TEST_CORPUS to its folder to run them)"
+        )

@@ -10,7 +10,6 @@ import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from sqlalchemy import Engine, func, select
 from support.dovecot import ImapUser
@@ -19,20 +18,6 @@ from store.mail import Blob, InboundAttachment, InboundMail
 from store.outbox import OutboxMessage
 
 KEYWORD = "$KccOpgeslagen"
-
-
-def as_imap_stores_it(raw: bytes) -> bytes:
-    """CRLF line ends and no NUL bytes, as an IMAP server keeps a mail (Dovecot turns NUL into 0x80 and bare LF
-    into CRLF); so the bytes the test APPENDs are the bytes kcc-mail fetches, and their sha256 can be compared."""
-    return raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n").replace(b"\0", b"\x80")
-
-
-def corpus_mails(corpus: Path, count: int, tag: str = "X-Test-Seq") -> list[bytes]:
-    """`count` distinct real-world mails: the shared corpus cycled, each copy made unique by one extra header
-    (as benchmarks/intake.py does), in the form an IMAP server stores."""
-    files = sorted(p for p in corpus.rglob("*") if p.is_file() and "_meta" not in p.parts and p.suffix != ".md")
-    sources = [as_imap_stores_it(p.read_bytes()) for p in files if "reply-bodies" not in p.parts]
-    return [f"{tag}: {i}\r\n".encode() + sources[i % len(sources)] for i in range(count)]
 
 
 def sha256(data: bytes) -> str:

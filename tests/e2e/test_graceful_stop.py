@@ -17,7 +17,6 @@ import pytest
 from faultkit import (
     KEYWORD,
     append_all,
-    corpus_mails,
     half_written,
     server_mails,
     sha256,
@@ -28,6 +27,7 @@ from faultkit import (
 from kcc_cli import end_session, kcc_mail, start_kcc_mail, write_config
 from sqlalchemy import Engine
 from support.dovecot import ImapUser
+from support.hostile import hostile_mails
 
 MAILS = 400
 STOP_DEADLINE = 10.0  # the functional deadline: a service manager kills what does not stop in time
@@ -35,9 +35,9 @@ STOP_DEADLINE = 10.0  # the issue's functional deadline: a service manager kills
 
 @pytest.mark.slow
 def test_sigterm_during_a_batch_finishes_the_mail_in_hand_and_exits_0_within_10_s(
-    tmp_path: Path, database_url: str, engine: Engine, imap_user: ImapUser, corpus: Path
+    tmp_path: Path, database_url: str, engine: Engine, imap_user: ImapUser
 ) -> None:
-    mails = corpus_mails(corpus, MAILS, tag="X-Stop-Seq")
+    mails = hostile_mails(MAILS, tag="X-Stop-Seq", big_every=50)
     append_all(imap_user, mails)
     mailbox = imap_user.name
     write_config(tmp_path, database_url, imap=imap_user, mailbox_name=mailbox)

@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 from faultkit import (
     append_all,
-    corpus_mails,
     half_written,
     server_mails,
     sha256,
@@ -29,6 +28,7 @@ from faultkit import (
 from kcc_cli import end_session, kcc_mail, session_processes, start_kcc_mail, write_config
 from sqlalchemy import Engine
 from support.dovecot import ImapUser
+from support.hostile import hostile_mails
 
 MAILS = 1000
 KILLS = 20
@@ -43,12 +43,12 @@ def started_lines(log: Path) -> int:
 
 @pytest.mark.slow
 def test_killed_at_random_moments_every_mail_is_stored_exactly_once_and_marked(
-    tmp_path: Path, database_url: str, engine: Engine, imap_user: ImapUser, corpus: Path
+    tmp_path: Path, database_url: str, engine: Engine, imap_user: ImapUser
 ) -> None:
     seed = int(os.environ.get("KCC_KILL_SEED") or random.SystemRandom().randrange(2**32))
     print(f"\nkill test seed {seed} (replay with KCC_KILL_SEED={seed})")
     rng = random.Random(seed)
-    mails = corpus_mails(corpus, MAILS)
+    mails = hostile_mails(MAILS, big_every=50)
     appended = Counter(sha256(m) for m in mails)
     assert len(appended) == MAILS, "the test mails are distinct"
     append_all(imap_user, mails)

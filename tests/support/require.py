@@ -1,7 +1,12 @@
 """What the suites need from outside the repository, and the one rule for when it is missing.
 
-A missing peer or corpus skips a test on a developer's laptop, but under KCC_REQUIRE_ALL=1 (CI) it fails: an
-integration test that did not run proves nothing.
+A missing peer (Dovecot, PostgreSQL) skips a test on a developer's laptop, but under KCC_REQUIRE_ALL=1 (CI) it
+fails: an integration test that did not run proves nothing.
+
+The shared mail corpus is different: it is not part of the repository, so a fresh clone has none. Its folder comes
+from KCC_TEST_CORPUS (default ../shared/corpus beside the checkout). Tests that read it are marked `corpus` (or use
+the `corpus` fixture); when the folder is absent they are not run, and the run says so in one line
+(tests/conftest.py), whatever KCC_REQUIRE_ALL says. When it is present, they run and a skip fails as any other.
 """
 
 from __future__ import annotations
@@ -12,7 +17,8 @@ from typing import NoReturn
 
 import pytest
 
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus"
+ROOT = Path(__file__).resolve().parents[2]
+CORPUS = Path(os.environ.get("KCC_TEST_CORPUS") or ROOT.parent / "shared" / "corpus")
 
 
 def unavailable(reason: str) -> NoReturn:
@@ -22,8 +28,8 @@ def unavailable(reason: str) -> NoReturn:
 
 
 def corpus_file(relative: str) -> Path:
-    """A file of the shared real-world mail corpus (../shared/corpus beside the repository)."""
+    """A file of the shared real-world mail corpus; its test must be marked `corpus`."""
     path = CORPUS / relative
     if not path.exists():
-        unavailable(f"the shared corpus is not at {CORPUS} (expected beside the repository)")
+        unavailable(f"{relative} is not in the shared corpus at {CORPUS} (KCC_TEST_CORPUS)")
     return path

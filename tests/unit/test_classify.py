@@ -71,6 +71,7 @@ def test_auto_submitted_no_is_not_an_auto_reply() -> None:
 
 
 @pytest.mark.parametrize("name", [f"vac{i}.eml" for i in range(1, 8)])
+@pytest.mark.corpus
 def test_vacation_replies_are_auto_replies(name: str) -> None:
     result = classify_corpus(f"php-bounce-handler/eml-history-73fef36/{name}")
     assert result.has("auto_reply")
@@ -101,6 +102,7 @@ def test_null_envelope_sender_is_a_machine() -> None:
     assert classify_text(text).flags == ("auto_reply",)
 
 
+@pytest.mark.corpus
 def test_read_receipt_is_an_auto_reply_not_a_bounce() -> None:
     result = classify_corpus("flanker/tests/fixtures/messages/disposition-notification.eml")
     assert result.flags == ("auto_reply",)
@@ -180,6 +182,7 @@ def test_mail_with_our_message_id_domain_is_own_loop() -> None:
          "bogus-address@example.net"),
     ],
 )
+@pytest.mark.corpus
 def test_bounces_yield_original_message_id_and_recipient(
     relative: str, original_message_id: str | None, recipient: str
 ) -> None:
@@ -190,6 +193,7 @@ def test_bounces_yield_original_message_id_and_recipient(
     assert result.no_automatic_answer
 
 
+@pytest.mark.corpus
 def test_most_flufl_bounce_samples_are_bounces() -> None:
     folder = CORPUS / "flufl-bounce" / "data"
     if not folder.is_dir():
@@ -209,6 +213,7 @@ def test_most_flufl_bounce_samples_are_bounces() -> None:
         "php-bounce-handler/eml/29.eml",
     ],
 )
+@pytest.mark.corpus
 def test_delay_warnings_are_automated_but_not_bounces(relative: str) -> None:
     result = classify_corpus(relative)
     assert result.has("auto_reply")
@@ -216,6 +221,7 @@ def test_delay_warnings_are_automated_but_not_bounces(relative: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["arf1.txt", "arf4.txt", "fbl-aol.txt", "fbl-yahoo.txt"])
+@pytest.mark.corpus
 def test_abuse_feedback_reports_are_not_bounces(name: str) -> None:
     result = classify_corpus(f"php-bounce-handler/eml/{name}")
     assert result.flags == ("feedback_report",)
@@ -266,3 +272,82 @@ def test_flags_are_sorted_and_reasons_explain_each() -> None:
     assert set(result.reasons) == {
         "Auto-Submitted: auto-replied", "Precedence: bulk", "X-Spam-Flag: YES", "From is one of our own addresses",
     }
+
+
+# --------------------------------------------- automated mail again, made here (a fresh clone has no corpus)
+
+
+def test_made_vacation_reply_is_an_auto_reply() -> None:
+    result = classify_text(with_headers("Auto-Submitted: auto-replied (vacation)").replace(
+        "Subject: Afval niet opgehaald in de Lindenstraat", "Subject: Afwezig: Uw vraag"))
+    assert result.has("auto_reply") and not result.has("bounce")
+
+
+def test_made_read_receipt_is_an_auto_reply_not_a_bounce() -> None:
+    text = """From: Karel <karel@example.nl>
+To: info@gemeente.nl
+Subject: Gelezen: Uw vraag
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=disposition-notification; boundary="m"
+
+--m
+Content-Type: text/plain
+
+Uw bericht is gelezen.
+--m
+Content-Type: message/disposition-notification
+
+Final-Recipient: rfc822; karel@example.nl
+Disposition: manual-action/MDN-sent-manually; displayed
+--m--
+"""
+    result = classify_text(text)
+    assert result.has("auto_reply") and not result.has("bounce")
+
+
+def test_made_delay_warning_is_automated_but_not_a_bounce() -> None:
+    text = """From: Mail Delivery System <MAILER-DAEMON@mx.example.nl>
+To: info@gemeente.nl
+Subject: Delayed Mail (still being retried)
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=delivery-status; boundary="d"
+
+--d
+Content-Type: text/plain
+
+Not yet delivered; still trying.
+--d
+Content-Type: message/delivery-status
+
+Reporting-MTA: dns; mx.example.nl
+
+Final-Recipient: rfc822; traag@example.nl
+Action: delayed
+Status: 4.4.1
+--d--
+"""
+    result = classify_text(text)
+    assert result.has("auto_reply") and not result.has("bounce")
+
+
+def test_made_abuse_feedback_report_is_not_a_bounce() -> None:
+    text = """From: feedback@isp.example
+To: info@gemeente.nl
+Subject: Abuse report
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=feedback-report; boundary="f"
+
+--f
+Content-Type: text/plain
+
+This is an abuse report.
+--f
+Content-Type: message/feedback-report
+
+Feedback-Type: abuse
+User-Agent: isp-fbl/1.0
+Version: 1
+--f--
+"""
+    result = classify_text(text)
+    assert result.flags == ("feedback_report",)

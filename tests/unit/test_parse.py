@@ -84,6 +84,7 @@ def assert_database_safe(parsed: ParsedMail) -> None:
 # ------------------------------------------------------------------------------------- the whole corpus
 
 
+@pytest.mark.corpus
 def test_every_corpus_file_parses_or_raises_parse_error_quickly() -> None:
     files = corpus_files()
     if not files:
@@ -113,6 +114,7 @@ def test_every_corpus_file_parses_or_raises_parse_error_quickly() -> None:
     assert mails >= 450, "the corpus held 471 parseable mails when these tests were written"
 
 
+@pytest.mark.corpus
 def test_reply_bodies_without_header_are_unparseable_not_a_crash() -> None:
     bodies = [p for p in corpus_files() if "reply-bodies" in p.parts]
     if not bodies:
@@ -150,6 +152,7 @@ def test_reply_bodies_without_header_are_unparseable_not_a_crash() -> None:
           "Пакет предложений 2016.pptx"]),
     ],
 )
+@pytest.mark.corpus
 def test_encoded_attachment_names_are_decoded(relative: str, expected: list[str]) -> None:
     parsed = parse_mail(corpus(relative))
     assert [a.filename for a in parsed.attachments] == expected
@@ -171,6 +174,7 @@ def test_path_in_attachment_name_becomes_a_plain_file_name() -> None:
     assert any("stored as 'passwd'" in d for d in parsed.defects)
 
 
+@pytest.mark.corpus
 def test_corpus_attachment_name_with_dot_dot_path_is_cut_to_its_last_part() -> None:
     parsed = parse_mail(corpus("php-mime-mail-parser/tests/mails/m0027"))  # name="1234/../../1234.txt"
     assert [a.filename for a in parsed.attachments] == ["1234.txt"]
@@ -209,6 +213,7 @@ def test_x_mac_cyrillic_text_is_readable_with_a_defect() -> None:
     assert any("x-mac-cyrillic" in d for d in parsed.defects)
 
 
+@pytest.mark.corpus
 def test_corpus_x_mac_cyrillic_newsletter_parses_with_a_defect() -> None:
     parsed = parse_mail(corpus("php-mime-mail-parser/tests/mails/issue230"))
     assert parsed.text.startswith("ACADEMIC NEWSLETTER #11 | March 2019")
@@ -230,6 +235,7 @@ def test_unknown_charset_falls_back_with_a_defect(charset: str, body: bytes, exp
     assert f"unknown charset '{charset}' in text/plain: decoded as {decoded_as}" in parsed.defects
 
 
+@pytest.mark.corpus
 def test_us_ascii_declared_but_utf8_sent_is_read_as_utf8() -> None:
     raw = corpus("django-mailbox/django_mailbox/tests/messages/message_with_invalid_content_for_declared_encoding.eml")
     parsed = parse_mail(raw)
@@ -276,6 +282,7 @@ def test_encoded_newline_in_subject_cannot_inject_a_header() -> None:
 # --------------------------------------------------------------------------------------- broken MIME
 
 
+@pytest.mark.corpus
 def test_missing_closing_boundary_keeps_the_text() -> None:
     parsed = parse_mail(corpus("flanker/tests/fixtures/messages/missing-final-boundary.eml"))
     assert parsed.text == "Some body"
@@ -323,6 +330,7 @@ def test_nul_bytes_never_reach_text_or_headers() -> None:
     assert_database_safe(parsed)
 
 
+@pytest.mark.corpus
 def test_corpus_mail_with_nul_bytes_is_database_safe() -> None:
     parsed = parse_mail(corpus("spamscope-mail-parser/tests/mails/mail_malformed_3"))
     assert parsed.subject == "Ahorre Dinero en su Recibo de Luz"
@@ -330,11 +338,13 @@ def test_corpus_mail_with_nul_bytes_is_database_safe() -> None:
     assert_database_safe(parsed)
 
 
+@pytest.mark.corpus
 def test_outlook_msg_file_is_not_a_mail() -> None:
     with pytest.raises(UnparseableMail, match="no header found"):
         parse_mail(corpus("spamscope-mail-parser/tests/mails/mail_outlook_1"))
 
 
+@pytest.mark.corpus
 def test_leading_blank_lines_before_the_header_are_removed() -> None:
     parsed = parse_mail(corpus("php-bounce-handler/eml/exchange1.eml"))
     assert parsed.from_address == "postmaster@tecosroot.com"
@@ -386,6 +396,7 @@ def test_nesting_within_the_limit_parses() -> None:
     assert parse_mail(nested_multipart(40)).text == "Diep verstopt\n"
 
 
+@pytest.mark.corpus
 def test_endless_enclosed_mail_ends_in_a_limit() -> None:
     started = time.monotonic()
     with pytest.raises(MailLimitExceeded, match="more than 1000 MIME parts"):
@@ -578,6 +589,7 @@ def test_broken_winmail_dat_is_kept_with_a_defect() -> None:
 # -------------------------------------------------------------------------------------------- reports
 
 
+@pytest.mark.corpus
 def test_delivery_report_parts_are_exposed_for_the_classifier() -> None:
     parsed = parse_mail(corpus("flufl-bounce/data/dsn_01.txt"))
     assert parsed.report is not None
@@ -637,3 +649,57 @@ def test_unexpected_library_error_becomes_unparseable_with_its_cause(monkeypatch
     monkeypatch.setattr("ingest.parse.mail._parse_tree", explode)
     with pytest.raises(UnparseableMail, match=r"KeyError: 'boundary'"):
         parse_mail(mail(BASIC_HEADERS))
+
+
+# ------------------------------------------- the hostile kinds again, made here (a fresh clone has no corpus)
+
+
+def test_made_missing_closing_boundary_keeps_the_text() -> None:
+    raw = mail(BASIC_HEADERS.replace("text/plain; charset=utf-8", 'multipart/mixed; boundary="b"'),
+               "--b\r\nContent-Type: text/plain\r\n\r\nSome body\r\n--b\r\nContent-Type: text/plain\r\n\r\n")
+    parsed = parse_mail(raw)
+    assert parsed.text == "Some body"
+    assert "missing closing boundary: the last part runs to the end of the mail" in parsed.defects
+
+
+def test_made_us_ascii_declared_but_utf8_sent_is_read_as_utf8() -> None:
+    parsed = parse_mail(mail(BASIC_HEADERS.replace("utf-8", "us-ascii"), "Graag één afspraak, café.\r\n"))
+    assert parsed.text == "Graag één afspraak, café.\n"
+    assert any("not in its declared charset 'us-ascii'" in d for d in parsed.defects)
+
+
+def test_made_outlook_msg_file_is_not_a_mail() -> None:
+    ole2 = bytes.fromhex("d0cf11e0a1b11ae1") + bytes(504) + "Onderwerp: vraag".encode("utf-16-le")
+    with pytest.raises(UnparseableMail, match="no header found"):
+        parse_mail(ole2)
+
+
+def test_made_leading_blank_lines_before_the_header_are_removed() -> None:
+    parsed = parse_mail(b"\r\n\r\n \r\n" + mail(BASIC_HEADERS))
+    assert parsed.from_address == "jan@example.nl"
+    assert "blank lines before the header: removed" in parsed.defects
+
+
+def test_made_endless_mail_of_many_parts_ends_in_a_limit() -> None:
+    parts = "".join(f"--b\r\nContent-Type: text/plain\r\n\r\ndeel {n}\r\n" for n in range(1200))
+    raw = mail(BASIC_HEADERS.replace("text/plain; charset=utf-8", 'multipart/mixed; boundary="b"'), parts + "--b--\r\n")
+    started = time.monotonic()
+    with pytest.raises(MailLimitExceeded, match="more than 1000 MIME parts"):
+        parse_mail(raw)
+    assert time.monotonic() - started < 10
+
+
+def test_made_delivery_report_parts_are_exposed_for_the_classifier() -> None:
+    raw = mail(
+        BASIC_HEADERS.replace("text/plain; charset=utf-8", 'multipart/report; report-type=delivery-status; '
+                                                           'boundary="r"'),
+        "--r\r\nContent-Type: text/plain\r\n\r\nNiet afgeleverd.\r\n"
+        "--r\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.nl\r\n\r\n"
+        "Final-Recipient: rfc822; weg@example.nl\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+        "--r\r\nContent-Type: message/rfc822\r\n\r\nFrom: info@gemeente.nl\r\nMessage-id: <antwoord-1@gemeente.nl>\r\n"
+        "Subject: Uw vraag\r\n\r\ntekst\r\n--r--\r\n",
+    )
+    parsed = parse_mail(raw)
+    assert parsed.report is not None and parsed.report.report_type == "delivery-status"
+    assert "Action: failed" in parsed.report.status
+    assert "Message-id: <antwoord-1@gemeente.nl>" in parsed.report.original_headers
