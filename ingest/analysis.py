@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from email.parser import BytesHeaderParser
 from email.policy import compat32
-from email.utils import getaddresses, parseaddr
 from typing import Any
 
 from ingest.classify import Classification, classify
 from ingest.parse import MailLimitExceeded, ParsedMail, ParseError, parse_mail
+from ingest.parse.addresses import Mailbox, mailboxes
 from ingest.sources.base import FetchedMail
 from store.blobs import sha256_hex
 from store.inbound import NewBlob
@@ -218,11 +218,12 @@ def header_fields(raw: bytes) -> dict[str, Any]:
         def header(name: str) -> str:
             return strip_nul(str(headers.get(name, "")))
 
-        name, address = parseaddr(header("From"))
-        to = getaddresses([strip_nul(str(v)) for v in headers.get_all("To", [])])
+        sender = next(iter(mailboxes(" ".join(header("From").split()))), Mailbox("", ""))
+        to = [box.address for value in headers.get_all("To", []) for box in mailboxes(" ".join(str(value).split()))]
         fields |= {
-            "from_name": name[:200], "from_address": address[:320], "subject": header("Subject")[:1000],
-            "message_id": header("Message-ID").strip()[:998], "to_addresses": [a for _, a in to][:50],
+            "from_name": sender.phrase[:200], "from_address": sender.address[:320],
+            "subject": header("Subject")[:1000], "message_id": header("Message-ID").strip()[:998],
+            "to_addresses": [strip_nul(a) for a in to][:50],
         }
     except Exception as exc:  # headers of a mail we could not parse may be anything
         log.debug("headers of quarantined mail unreadable: %s", type(exc).__name__)

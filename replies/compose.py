@@ -27,7 +27,9 @@ from email.utils import format_datetime
 from replies.render import RenderedReply
 
 QUOTE_MAX_LINES = 200
-"""The customer's text is quoted up to this many lines; the whole mail is kept with the klantcontact anyway."""
+QUOTE_MAX_BYTES = 32 * 1024
+"""The customer's text is quoted up to this many lines and bytes (UTF-8; one 20 MB line is one line), whichever
+comes first; the whole mail is kept with the klantcontact anyway."""
 
 MAX_REFERENCES = 11
 """References keeps the thread's first id and the last ten, so the header stays short (RFC 5322 §3.6.4)."""
@@ -199,19 +201,25 @@ def _put_body(msg: EmailMessage, text: str, page: str | None) -> None:
 
 
 def _recipient(original: OriginalMail) -> tuple[str, str]:
-    """The first Reply-To address, else From; the customer's name only where it belongs to that address."""
+    """The first Reply-To address, else From; the customer's name only where it belongs to that address, and never
+    a "name" that looks like an address (`boss@gemeente.nl <jan@example.nl>`): the customer would read it as one."""
     reply_to = next((address for address in original.reply_to if address.strip()), "")
     if reply_to:
         address = _checked_address(reply_to, "the customer's Reply-To address", "answer this mail by hand")
         same_person = address.lower() == original.from_address.strip().lower()
-        return (single_line(original.from_name) if same_person else ""), address
+        return (_display_name(original.from_name) if same_person else ""), address
     if not original.from_address.strip():
         raise ComposeError(
             "the mail has no Reply-To and no From address, so there is no one to send a reply to; "
             "register the contact without a reply, or answer through another channel"
         )
     address = _checked_address(original.from_address, "the customer's From address", "answer this mail by hand")
-    return single_line(original.from_name), address
+    return _display_name(original.from_name), address
+
+
+def _display_name(name: str) -> str:
+    shown = single_line(name)
+    return "" if "@" in shown else shown
 
 
 def _checked_address(value: str, role: str, advice: str) -> str:
@@ -365,11 +373,25 @@ def _text_body(answer: str, original: OriginalMail, quote_original: bool) -> str
 
 
 def _quoted_lines(original: OriginalMail) -> list[str]:
-    lines = _body_lines(original.text)
-    quoted = [(">" if line.startswith(">") else "> ") + line if line else ">" for line in lines[:QUOTE_MAX_LINES]]
-    if len(lines) > QUOTE_MAX_LINES:
-        quoted.append(f"> [… {len(lines) - QUOTE_MAX_LINES} regels niet geciteerd]")
+    lines, cut = _quotable(original.text)
+    quoted = [(">" if line.startswith(">") else "> ") + line if line else ">" for line in lines]
+    if cut:
+        quoted.append(f"> {cut}")
     return quoted
+
+
+def _quotable(text: str) -> tuple[list[str], str]:
+    """The lines of `text` to quote, within QUOTE_MAX_LINES and QUOTE_MAX_BYTES, and a note when it was cut."""
+    data = _valid_unicode(text).encode("utf-8")
+    cut_bytes = len(data) > QUOTE_MAX_BYTES
+    if cut_bytes:
+        text = data[:QUOTE_MAX_BYTES].decode("utf-8", "ignore")
+    lines = _body_lines(text)
+    if len(lines) > QUOTE_MAX_LINES:
+        return lines[:QUOTE_MAX_LINES], f"[… {len(lines) - QUOTE_MAX_LINES} regels niet geciteerd]"
+    if cut_bytes:
+        return lines, "[… de rest van de mail is niet geciteerd]"
+    return lines, ""
 
 
 def _quote_intro(original: OriginalMail) -> str:
@@ -380,12 +402,12 @@ def _quote_intro(original: OriginalMail) -> str:
 
 def _html_body(page: str, original: OriginalMail, quote_original: bool) -> str:
     """The HTML part: the rendered page with the customer's text, escaped, in a blockquote before </body>."""
-    lines = _body_lines(original.text) if quote_original else []
+    lines, cut = _quotable(original.text) if quote_original else ([], "")
     if not lines:
         return page
-    shown = "<br>\n".join(html.escape(line) for line in lines[:QUOTE_MAX_LINES])
-    if len(lines) > QUOTE_MAX_LINES:
-        shown += f"<br>\n[… {len(lines) - QUOTE_MAX_LINES} regels niet geciteerd]"
+    shown = "<br>\n".join(html.escape(line) for line in lines)
+    if cut:
+        shown += f"<br>\n{html.escape(cut)}"
     block = (
         f"<p>{html.escape(_quote_intro(original))}</p>\n"
         '<blockquote type="cite" style="margin: 0 0 0 0.8ex; border-left: 2px solid #ccc; padding-left: 1ex;">\n'

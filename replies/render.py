@@ -1,29 +1,25 @@
-"""Reply templates: find them, describe them, and render them safely for one reply.
+"""Rendering reply templates safely: a sandbox, and a budget of time, size and memory for every template.
 
 Templates are edited by functional administrators, so they run in Jinja2's immutable sandbox with
 ``StrictUndefined``: a template cannot reach Python internals, cannot change the values it is given, and a
 misspelt variable is an error instead of an empty gap in a letter to a citizen. HTML templates are autoescaped;
 text templates are not (they are sent as text/plain, where escaping would show up as ``&amp;``).
 
-A reply template ``NAME`` is three files in the templates folder (see ``templates/replies/README.md``):
+A template is also code that can run away: ``{{ 'a' * 300000000 }}`` would fill the memory, two nested
+``range(100000)`` loops never end. So every value a multiplication or power makes is bounded (MAX_VALUE_CHARS),
+every rendered part is bounded (MAX_OUTPUT_CHARS), ``range`` checks the clock, and replies.render_worker runs the
+whole render in a process of its own that is stopped after its time budget. The folder with the templates, their
+sidecars and the compiled-template cache is replies.templates.
 
-- ``NAME.toml`` (required) — the sidecar that makes ``NAME`` a reply template, with the optional keys
-  ``description`` (text), ``subject`` (a Jinja pattern; empty means "Re: <original subject>"), ``variables``
-  (the names the employee passes with ``--var``) and ``defaults`` (a table of text values for some of them).
-- ``NAME.txt.j2`` (required) — the text/plain body.
-- ``NAME.html.j2`` (optional) — a text/html alternative.
-
-Files without a sidecar (such as ``base.txt.j2``) are layouts that reply templates extend; they cannot be sent.
-
-The standard context the caller passes to :meth:`ReplyTemplates.render` (see :data:`STANDARD_CONTEXT`):
+The standard context the caller passes (see :data:`STANDARD_CONTEXT`):
 
 - ``organisatie`` — the organisation's name (``[organisatie] naam``);
 - ``handtekening`` — the signature text; empty means the base layout signs with
   "Met vriendelijke groet, Klantcontactcentrum {organisatie}";
 - ``klant_naam`` — the customer's display name, or empty (the layout then says "Beste heer/mevrouw");
-- ``onderwerp`` — the subject of the customer's mail;
+- ``onderwerp`` — the subject of the customer's mail (the filter ``kaal`` takes its Re:/Fwd: prefixes off);
 - ``referentienummer`` — the number of the customer's klantcontact;
-- ``ontvangen_op`` — when the customer's mail arrived, as Dutch text (``replies.compose.dutch_datetime``);
+- ``ontvangen_op`` — when the customer sent the mail (its Date, else when it arrived), as Dutch text;
 - ``tekst`` — the employee's own text (used by ``antwoord``; empty for other templates);
 
 plus the employee's ``--var name=value`` values. A declared variable without a default must be present and not
@@ -32,16 +28,15 @@ blank; a declared variable with a default may be left out or blank.
 
 from __future__ import annotations
 
-import builtins
+import operator
 import re
-import tomllib
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
-from pathlib import Path
+from typing import Any
 
 from jinja2 import (
-    FileSystemLoader,
+    BaseLoader,
     StrictUndefined,
     Template,
     TemplateNotFound,
@@ -51,7 +46,7 @@ from jinja2 import (
 )
 from jinja2 import TemplateError as JinjaTemplateError
 from jinja2.exceptions import SecurityError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment, safe_range
 from markupsafe import Markup, escape
 
 STANDARD_CONTEXT: tuple[str, ...] = (
@@ -64,37 +59,22 @@ STANDARD_CONTEXT: tuple[str, ...] = (
     "tekst",
 )
 
-SIDECAR_KEYS: tuple[str, ...] = ("description", "subject", "variables", "defaults")
+MAX_VALUE_CHARS = 1_000_000
+"""The longest string or list a template may make with `*` (or the most digits with `**`)."""
+MAX_OUTPUT_CHARS = 2_000_000
+"""The most characters one rendered part (subject, text, HTML) may have."""
+RENDER_SECONDS = 5.0
+"""How long rendering one reply may take, all parts together."""
 
-_TEMPLATE_NAME = re.compile(r"[a-z0-9_-]{1,64}")
-SUBJECTS_KEPT = 64  # compiled subject patterns kept per folder
-_VARIABLE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,63}")
-_BLANK_LINES = re.compile(r"\n{3,}")
 _PARAGRAPH_BREAK = re.compile(r"\n(?:[ \t]*\n)+")
+_BLANK_LINES = re.compile(r"\n{3,}")
+_REPLY_PREFIXES = re.compile(r"^(?:\s*(?:re|aw|antw|fwd?|wg|doorst|tr|sv|vs)(?:\[\d+\])?\s*:\s*)+", re.IGNORECASE)
 # What a template's own code can do wrong at render time besides Jinja's errors (e.g. {{ 1 / 0 }}, huge ranges).
-_RUNTIME_ERRORS = (TypeError, ValueError, ArithmeticError, LookupError, AttributeError, RecursionError)
+_RUNTIME_ERRORS = (TypeError, ValueError, ArithmeticError, LookupError, AttributeError, RecursionError, MemoryError)
 
 
 class TemplateError(Exception):
-    """A reply template is missing, malformed, unsafe or lacks a value; the message says what to do."""
-
-
-@dataclass(frozen=True, slots=True)
-class TemplateInfo:
-    """What a reply template is for and what it needs, read from its sidecar ``NAME.toml``."""
-
-    name: str
-    subject: str
-    variables: tuple[str, ...]
-    description: str
-    has_html: bool
-    defaults: tuple[tuple[str, str], ...] = ()
-
-    @property
-    def required(self) -> tuple[str, ...]:
-        """The variables the employee must give: the declared ones without a default."""
-        with_default = {key for key, _value in self.defaults}
-        return tuple(name for name in self.variables if name not in with_default)
+    """A reply template is missing, malformed, unsafe, too costly or lacks a value; the message says what to do."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,17 +93,35 @@ def alineas(value: object) -> Markup:
     return Markup("\n").join(Markup("<p>{}</p>").format(part) for part in html)
 
 
-class ReplyTemplates:
-    """The reply templates in one folder; every call sees the files as they are now, so edits apply without a restart.
+def kaal(value: object) -> str:
+    """A subject without the reply and forward prefixes mail programs pile up ("RE: Re: AW: Vraag" → "Vraag")."""
+    return _REPLY_PREFIXES.sub("", " ".join(str(value).split()), count=1)
 
-    Sidecars are read on every call; compiled templates are kept and recompiled when their file changed
-    (Jinja's auto_reload), because compiling them took a fifth of a reply decision.
-    """
 
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self._env = ImmutableSandboxedEnvironment(
-            loader=FileSystemLoader(directory),
+class _Budget:
+    """The clock one render runs against; `range` and the output loop look at it."""
+
+    def __init__(self, seconds: float) -> None:
+        self.deadline = time.monotonic() + seconds
+        self.seconds = seconds
+
+    def check(self) -> None:
+        if time.monotonic() > self.deadline:
+            raise TemplateBudgetExceeded(f"rendering took longer than {self.seconds:g} s")
+
+
+class TemplateBudgetExceeded(SecurityError):
+    """A template used more time, memory or output than a reply may take."""
+
+
+class BudgetedSandbox(ImmutableSandboxedEnvironment):
+    """The immutable sandbox, with `*` and `**` bounded and a `range` that watches the clock."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def __init__(self, loader: BaseLoader | None = None) -> None:
+        super().__init__(
+            loader=loader,
             undefined=StrictUndefined,
             autoescape=select_autoescape(enabled_extensions=("html.j2",), default_for_string=False, default=False),
             keep_trailing_newline=True,
@@ -131,230 +129,88 @@ class ReplyTemplates:
             lstrip_blocks=True,
             auto_reload=True,
         )
-        self._env.filters["alineas"] = alineas
-        self._subjects: dict[str, Template] = {}
+        self.filters["alineas"] = alineas
+        self.filters["kaal"] = kaal
+        self.budget = _Budget(RENDER_SECONDS)
+        self.globals["range"] = self._range
 
-    def list(self) -> builtins.list[TemplateInfo]:
-        """Every reply template in the folder, by name; a broken sidecar is an error, not a silent omission."""
-        return [self.info(name) for name in self._names()]
+    def call_binop(self, context: Any, operator_name: str, left: Any, right: Any) -> Any:
+        if operator_name == "*":
+            _check_repeat(left, right)
+            _check_repeat(right, left)
+            return operator.mul(left, right)
+        if operator_name == "**":
+            if isinstance(left, int) and isinstance(right, int) and abs(left) > 1 and right * _digits(left) > \
+                    MAX_VALUE_CHARS:
+                raise TemplateBudgetExceeded(f"{left} ** {right} would have more than {MAX_VALUE_CHARS} digits")
+            return operator.pow(left, right)
+        return super().call_binop(context, operator_name, left, right)
 
-    def info(self, name: str) -> TemplateInfo:
-        """The sidecar of template `name`, checked: known keys, right types, and the text template present."""
-        self._check_name(name)
-        sidecar = self.directory / f"{name}.toml"
-        if not sidecar.is_file():
-            raise self._unknown(name)
-        settings = _read_sidecar(sidecar)
-        if not (self.directory / f"{name}.txt.j2").is_file():
-            raise TemplateError(f"{sidecar} has no text template beside it: create {name}.txt.j2 in {self.directory}")
-        return TemplateInfo(
-            name=name,
-            subject=_text_setting(settings, "subject", sidecar),
-            variables=_variables_setting(settings, sidecar),
-            description=_text_setting(settings, "description", sidecar),
-            has_html=(self.directory / f"{name}.html.j2").is_file(),
-            defaults=_defaults_setting(settings, sidecar),
-        )
-
-    def check_vars(self, name: str, given: Iterable[str]) -> None:
-        """Refuse ``--var`` names the template does not declare, so a typo is not silently ignored."""
-        info = self.info(name)
-        unknown = sorted(set(given) - set(info.variables))
-        if unknown:
-            declared = ", ".join(info.variables) or "none"
-            raise TemplateError(
-                f"template {name!r} has no variable {', '.join(unknown)}; it declares: {declared} (see {name}.toml)"
-            )
-
-    def check(self, name: str) -> TemplateInfo:
-        """Compile every part of template `name` without rendering it, so an administrator can test an edit."""
-        info = self.info(name)
-        self._compile_subject(info)
-        for filename in _body_files(info):
-            self._load(filename)
-        return info
-
-    def render(self, name: str, context: Mapping[str, object]) -> RenderedReply:
-        """Render template `name`: missing variables are reported first, then any template error is explained."""
-        info = self.info(name)
-        values = {**dict(info.defaults), **context}
-        _check_required(info, values)
-        subject_template = self._compile_subject(info)
-        subject = ""
-        if subject_template is not None:
-            subject = _one_line(self._run(subject_template, values, info, f"{name}.toml (subject)"))
-        text = _tidy_text(self._run(self._load(f"{name}.txt.j2"), values, info, f"{name}.txt.j2"))
-        html = self._run(self._load(f"{name}.html.j2"), values, info, f"{name}.html.j2") if info.has_html else None
-        return RenderedReply(subject=subject or None, text=text, html=html)
-
-    def _names(self) -> builtins.list[str]:
-        if not self.directory.is_dir():
-            raise TemplateError(
-                f"the template folder {self.directory} does not exist; set [replies] templates_dir to the folder "
-                "that holds the reply templates, or leave it empty for the templates that ship with kcc-mail"
-            )
-        return sorted(path.stem for path in self.directory.glob("*.toml") if _TEMPLATE_NAME.fullmatch(path.stem))
-
-    def _check_name(self, name: str) -> None:
-        if not _TEMPLATE_NAME.fullmatch(name):
-            raise TemplateError(
-                f"{name!r} is not a template name: names use only a-z, 0-9, '_' and '-' (at most 64 characters); "
-                f"available templates: {self._available()}"
-            )
-
-    def _unknown(self, name: str) -> TemplateError:
-        if (self.directory / f"{name}.txt.j2").is_file():
-            return TemplateError(
-                f"{name!r} in {self.directory} is a layout, not a reply template (it has no {name}.toml); "
-                f"available templates: {self._available()}"
-            )
-        return TemplateError(f"no template {name!r} in {self.directory}; available templates: {self._available()}")
-
-    def _available(self) -> str:
-        try:
-            return ", ".join(self._names()) or "none"
-        except TemplateError:
-            return "none (the folder does not exist)"
-
-    def _compile_subject(self, info: TemplateInfo) -> Template | None:
-        if not info.subject.strip():
-            return None
-        if (compiled := self._subjects.get(info.subject)) is not None:
-            return compiled
-        try:
-            compiled = self._env.from_string(info.subject)
-        except TemplateSyntaxError as exc:
-            raise TemplateError(
-                f"{self.directory / (info.name + '.toml')}: the subject pattern {info.subject!r} is not valid Jinja: "
-                f"{exc.message}; fix the subject line"
-            ) from None
-        if len(self._subjects) >= SUBJECTS_KEPT:
-            self._subjects.clear()
-        self._subjects[info.subject] = compiled
-        return compiled
-
-    def _load(self, filename: str) -> Template:
-        try:
-            return self._env.get_template(filename)
-        except TemplateSyntaxError as exc:
-            raise _syntax_error(exc, self.directory) from None
-        except TemplateNotFound as exc:
-            raise TemplateError(
-                f"{filename} refers to {exc.name!r}, which is not in {self.directory}; "
-                "fix the name in its extends/include line or add the file"
-            ) from None
-
-    def _run(self, template: Template, values: Mapping[str, object], info: TemplateInfo, part: str) -> str:
-        try:
-            return template.render(values)
-        except SecurityError as exc:
-            raise TemplateError(
-                f"template {info.name!r} ({part}) does something the sandbox forbids: {exc}; a template may only "
-                "show the values it is given"
-            ) from None
-        except UndefinedError as exc:
-            raise TemplateError(
-                f"template {info.name!r} ({part}) uses a value that is not there: {exc.message}; declare it under "
-                f"variables in {info.name}.toml and pass it with --var, or correct the spelling"
-            ) from None
-        except TemplateSyntaxError as exc:
-            raise _syntax_error(exc, self.directory) from None
-        except TemplateNotFound as exc:
-            raise TemplateError(
-                f"template {info.name!r} ({part}) includes {exc.name!r}, which is not in {self.directory}"
-            ) from None
-        except (JinjaTemplateError, *_RUNTIME_ERRORS) as exc:
-            raise TemplateError(
-                f"template {info.name!r} ({part}) failed: {type(exc).__name__}: {exc}; fix the template"
-            ) from None
+    def _range(self, *arguments: int) -> Iterator[int]:
+        """The sandbox's range (at most 100,000 items), looking at the clock every 1,000 of them."""
+        for index, value in enumerate(safe_range(*arguments)):
+            if index % 1000 == 0:
+                self.budget.check()
+            yield value
 
 
-@lru_cache(maxsize=8)
-def reply_templates(directory: Path) -> ReplyTemplates:
-    """The process's ReplyTemplates for `directory`, so compiled templates are reused from one decision to the next."""
-    return ReplyTemplates(directory)
+def _check_repeat(sequence: Any, times: Any) -> None:
+    counted = isinstance(times, int) and not isinstance(times, bool)
+    repeats = counted and isinstance(sequence, str | bytes | list | tuple)
+    if repeats and len(sequence) * times > MAX_VALUE_CHARS:
+        raise TemplateBudgetExceeded(f"a value of {len(sequence)} × {times} characters is more than {MAX_VALUE_CHARS}")
 
 
-def _body_files(info: TemplateInfo) -> tuple[str, ...]:
-    html = (f"{info.name}.html.j2",) if info.has_html else ()
-    return (f"{info.name}.txt.j2", *html)
+def _digits(number: int) -> int:
+    return max(1, len(str(abs(number))))
 
 
-def _syntax_error(exc: TemplateSyntaxError, directory: Path) -> TemplateError:
-    where = exc.filename or str(directory / (exc.name or "?"))
-    return TemplateError(f"{where}, line {exc.lineno}: {exc.message}; fix the template")
-
-
-def _read_sidecar(sidecar: Path) -> dict[str, object]:
+def run(
+    env: BudgetedSandbox, template: Template, values: Mapping[str, object], name: str, part: str,
+    syntax_error: Callable[[TemplateSyntaxError], TemplateError], directory: object,
+) -> str:
+    """Render one part within the budget; every way a template can fail becomes a TemplateError saying what to fix."""
     try:
-        settings = tomllib.loads(sidecar.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise TemplateError(f"{sidecar} is not valid TOML: {exc}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TemplateError(f"{sidecar} cannot be read: {exc}") from None
-    unknown = sorted(set(settings) - set(SIDECAR_KEYS))
-    if unknown:
+        chunks: list[str] = []
+        size = 0
+        for chunk in template.generate(values):
+            size += len(chunk)
+            if size > MAX_OUTPUT_CHARS:
+                raise TemplateBudgetExceeded(f"it produced more than {MAX_OUTPUT_CHARS} characters")
+            env.budget.check()
+            chunks.append(chunk)
+        return "".join(chunks)
+    except TemplateBudgetExceeded as exc:
         raise TemplateError(
-            f"{sidecar} has unknown setting(s) {', '.join(unknown)}; allowed: {', '.join(SIDECAR_KEYS)}"
-        )
-    return settings
-
-
-def _text_setting(settings: Mapping[str, object], key: str, sidecar: Path) -> str:
-    value = settings.get(key, "")
-    if not isinstance(value, str):
-        raise TemplateError(f'{sidecar}: {key} must be text in quotes, e.g. {key} = "…"')
-    return value
-
-
-def _variables_setting(settings: Mapping[str, object], sidecar: Path) -> tuple[str, ...]:
-    value = settings.get("variables", [])
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise TemplateError(f'{sidecar}: variables must be a list of names, e.g. variables = ["afdeling"]')
-    names = tuple(str(item) for item in value)
-    bad = [name for name in names if not _VARIABLE_NAME.fullmatch(name)]
-    if bad:
+            f"template {name!r} ({part}) was stopped: {exc}; a reply template may not loop or grow like that"
+        ) from None
+    except SecurityError as exc:
         raise TemplateError(
-            f"{sidecar}: {', '.join(map(repr, bad))} cannot be a variable name; use a-z, 0-9 and '_', "
-            "starting with a letter or '_'"
-        )
-    if len(set(names)) != len(names):
-        raise TemplateError(f"{sidecar}: a variable is listed twice in variables")
-    return names
+            f"template {name!r} ({part}) does something the sandbox forbids: {exc}; a template may only "
+            "show the values it is given"
+        ) from None
+    except UndefinedError as exc:
+        raise TemplateError(
+            f"template {name!r} ({part}) uses a value that is not there: {exc.message}; declare it under "
+            f"variables in {name}.toml and pass it with --var, or correct the spelling"
+        ) from None
+    except TemplateSyntaxError as exc:
+        raise syntax_error(exc) from None
+    except TemplateNotFound as exc:
+        raise TemplateError(
+            f"template {name!r} ({part}) includes {exc.name!r}, which is not in {directory}"
+        ) from None
+    except (JinjaTemplateError, *_RUNTIME_ERRORS) as exc:
+        raise TemplateError(f"template {name!r} ({part}) failed: {type(exc).__name__}: {exc}; fix the template") \
+            from None
 
 
-def _defaults_setting(settings: Mapping[str, object], sidecar: Path) -> tuple[tuple[str, str], ...]:
-    value = settings.get("defaults", {})
-    if not isinstance(value, dict):
-        raise TemplateError(f'{sidecar}: defaults must be a table, e.g. defaults = {{ termijn_werkdagen = "5" }}')
-    declared = _variables_setting(settings, sidecar)
-    pairs: list[tuple[str, str]] = []
-    for key, default in value.items():
-        if key not in declared:
-            raise TemplateError(f"{sidecar}: defaults names {key!r}, which is not listed in variables; add it there")
-        if isinstance(default, bool) or not isinstance(default, str | int):
-            raise TemplateError(f'{sidecar}: the default of {key} must be text, e.g. {key} = "5"')
-        pairs.append((key, str(default)))
-    return tuple(pairs)
-
-
-def _check_required(info: TemplateInfo, values: Mapping[str, object]) -> None:
-    missing = [name for name in info.required if _is_blank(values.get(name))]
-    if missing:
-        how = " ".join(f"--var {name}=…" for name in missing)
-        raise TemplateError(f"template {info.name!r} needs {', '.join(missing)}: pass {how}")
-
-
-def _is_blank(value: object) -> bool:
-    return value is None or (isinstance(value, str) and not value.strip())
-
-
-def _one_line(text: str) -> str:
+def one_line(text: str) -> str:
     """A subject is one line: any line break or run of white space a pattern produced becomes one space."""
     return " ".join(text.split())
 
 
-def _tidy_text(text: str) -> str:
+def tidy_text(text: str) -> str:
     """Text as a customer should see it: no trailing spaces, at most one empty line in a row, one final newline."""
     lines = [line.rstrip() for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n")]
     return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip("\n") + "\n"

@@ -9,11 +9,9 @@ from __future__ import annotations
 import email.utils
 import hashlib
 import logging
-import os
 import re
 import smtplib
 import ssl
-import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from email.parser import BytesHeaderParser
@@ -31,6 +29,7 @@ from replies.smtp import (
     is_open,
     send_message,
 )
+from store.files import private_folder, write_private
 from store.types import utcnow
 
 log = logging.getLogger(__name__)
@@ -135,7 +134,7 @@ class DirectoryTransport:
 
     def open(self) -> None:
         try:
-            self._folder.mkdir(parents=True, exist_ok=True)
+            private_folder(self._folder)
         except OSError as exc:
             raise TransportError(
                 f"cannot create the outgoing folder {self._folder}: {exc.strerror}; check [smtp] directory"
@@ -143,15 +142,9 @@ class DirectoryTransport:
 
     def send(self, envelope_from: str, recipients: Sequence[str], data: bytes) -> Delivery:
         path = self._folder / eml_name(data, self._clock())
-        temporary = self._folder / f".{uuid.uuid4().hex}.tmp"
         try:
-            with temporary.open("wb") as file:
-                file.write(data)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, path)
+            write_private(path, data)
         except OSError as exc:
-            temporary.unlink(missing_ok=True)
             return Delivery.same_for_all(
                 recipients, LOST, f"cannot write {path}: {exc.strerror}; check that the folder is writable"
             )

@@ -10,8 +10,9 @@ import binascii
 import hashlib
 import re
 from datetime import UTC, datetime
-from email.utils import getaddresses, parsedate_to_datetime
+from email.utils import parsedate_to_datetime
 
+from ingest.parse.addresses import mailboxes
 from ingest.parse.charsets import decode_bytes
 from ingest.parse.context import ParseContext, clean_line
 from ingest.parse.payload import decode_base64, payload_bytes
@@ -129,19 +130,20 @@ def _addresses(values: list[str], ctx: ParseContext) -> list[tuple[str, str]]:
     """(display name, address) pairs; unparseable entries are dropped, domains lower-cased."""
     if not values:
         return []
-    unfolded = [_LINE_BREAK.sub(" ", _FOLD.sub("", v)) for v in values]
     pairs: list[tuple[str, str]] = []
-    for name, address in getaddresses(unfolded):
-        normal = _normal_address(_decode_8bit(address, ctx, "address"))
-        if normal:
-            pairs.append((header_text(name, ctx, "address name"), normal))
+    for value in values:
+        for box in mailboxes(_LINE_BREAK.sub(" ", _FOLD.sub("", value))):
+            normal = _normal_address(_decode_8bit(box.address, ctx, "address"))
+            if normal:
+                pairs.append((header_text(box.phrase, ctx, "address name"), normal))
     return pairs
 
 
 def _normal_address(address: str) -> str:
+    """`local@domain` with the domain in lower case, or "" when this is not one address (two @, brackets left)."""
     address = clean_line(_WHITESPACE.sub("", address)).strip("<>")
     local, at, domain = address.rpartition("@")
-    if not at or not local or not domain:
+    if not at or not local or not domain or "@" in local or any(c in address for c in '<>,;:"()[]\\'):
         return ""
     return f"{local}@{domain.lower()}"
 

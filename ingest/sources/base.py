@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from pathlib import Path
+from typing import BinaryIO, Protocol
 
 
 class SourceError(Exception):
@@ -71,3 +75,26 @@ class MailSource(Protocol):
     def close(self) -> None:
         """Log out and release the connection; safe to call twice."""
         ...
+
+
+def open_regular_file(path: Path) -> BinaryIO:
+    """`path` opened for reading if it is a regular file, without following a symlink.
+
+    Checked on the opened file, never on the path: a symlink swapped in after a directory was listed would
+    otherwise make kcc-mail read (and store, and show) any file the service may read. Raises OSError: ELOOP for a
+    symlink, EINVAL for a device, fifo or directory.
+    """
+    descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        return os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise
+
+
+def read_regular_file(path: Path) -> tuple[bytes, os.stat_result]:
+    """The bytes and the stat of a regular file (see `open_regular_file`)."""
+    with open_regular_file(path) as handle:
+        return handle.read(), os.fstat(handle.fileno())

@@ -17,6 +17,7 @@ One mail in memory at a time. Decisions where the formats leave room:
 from __future__ import annotations
 
 import codecs
+import errno
 import os
 import re
 import stat
@@ -27,7 +28,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 from ingest.analysis import AnalyseSettings, Analysis
-from ingest.sources.base import SourceError
+from ingest.sources.base import SourceError, open_regular_file
 from store.types import utcnow
 
 FORMATS = ("auto", "mbox", "mboxrd", "mboxo", "maildir", "eml")
@@ -238,17 +239,19 @@ def _unlistable(root: Path, problems: list[OSError]) -> Iterator[Entry]:
 def _read_file(path: Path, key: str, *, sniff: bool) -> Entry:
     """One file as a mail; `sniff` first checks that it starts like one, without reading a large file whole."""
     try:
-        info = path.stat()
-        if not stat.S_ISREG(info.st_mode):
-            return NotAMail(key, "not a regular file")
-        if info.st_size == 0:
-            return NotAMail(key, "empty file")
-        with path.open("rb") as handle:
+        if not stat.S_ISREG(path.lstat().st_mode):  # a symlink, a device, a fifo: never followed or read
+            return NotAMail(key, "not a regular file (a symbolic link or a device is never imported)")
+        with open_regular_file(path) as handle:
+            info = os.fstat(handle.fileno())
+            if info.st_size == 0:
+                return NotAMail(key, "empty file")
             head = handle.read(SNIFF_BYTES)
             if sniff and not looks_like_mail(head):
                 return NotAMail(key, "does not start with a mail header")
             raw = head + handle.read()
     except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EINVAL):  # replaced by a symlink or a device after the listing
+            return NotAMail(key, "not a regular file (a symbolic link or a device is never imported)")
         return Unreadable(key, f"cannot be read ({exc.strerror or type(exc).__name__}); check its permissions")
     return SourceMail(key, raw, datetime.fromtimestamp(info.st_mtime, UTC))
 

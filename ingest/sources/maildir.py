@@ -6,13 +6,14 @@ understands, keeping the flags the file had and never adding S (seen). Standard 
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ingest.sources.base import FetchedMail, FolderStatus, MailCommandError, MailRef, SourceError
+from ingest.sources.base import FetchedMail, FolderStatus, MailCommandError, MailRef, SourceError, read_regular_file
 
 INFO = ":2,"
 """Separates a Maildir file's unique name from its flags (`KEY:2,FS`)."""
@@ -60,15 +61,15 @@ class MaildirSource:
             try:
                 if path is None:
                     raise FileNotFoundError(ref.key)
-                raw = path.read_bytes()
-                mtime = path.stat().st_mtime
+                raw, info = read_regular_file(path)
             except OSError as exc:
+                why = "a symbolic link, not a mail file" if exc.errno == errno.ELOOP else exc.strerror
                 yield MailCommandError(self._message(
-                    f"mail {ref.key} cannot be read from new/: {exc.strerror or 'no longer there'}",
-                    "whether another program moved or deleted it",
+                    f"mail {ref.key} cannot be read from new/: {why or 'no longer there'}",
+                    "whether another program moved, deleted or replaced it; kcc-mail reads only regular files",
                 ))
                 continue
-            yield FetchedMail(ref=ref, raw=raw, internaldate=_moment(mtime))
+            yield FetchedMail(ref=ref, raw=raw, internaldate=_moment(info.st_mtime))
 
     def mark_processed(self, refs: Sequence[MailRef]) -> None:
         """Move new/KEY[:2,FLAGS] to cur/KEY:2,FLAGS; a mail already in cur/ counts as done."""
@@ -122,8 +123,11 @@ class MaildirSource:
     def _find_new(self, key: str) -> Path | None:
         """The file in new/ for `key`, with or without an info part."""
         plain = self._root / "new" / key
-        if plain.is_file():
+        try:
+            plain.lstat()  # whatever it is now (a symlink swapped in is refused when it is opened)
             return plain
+        except OSError:
+            pass
         for name in self._names_or_empty():
             if _key(name) == key:
                 return self._root / "new" / name

@@ -6,6 +6,7 @@ asked), so `kcc-mail poll --once` does not pay for the web app, the batch tools 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -84,4 +85,7 @@ def cli(ctx: click.Context, config_path: Path | None, log_level: str, log_format
 
 
 def main() -> None:
+    """Every file kcc-mail creates (the SQLite database, exports, outgoing .eml files) is private: mail is
+    personal data, whatever umask the shell or the service manager left."""
+    os.umask(0o077)
     cli(prog_name="kcc-mail")

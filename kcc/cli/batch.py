@@ -6,7 +6,6 @@ so cron and CI logs stay readable; the closing summary goes to stdout, as one li
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 
 from kcc.bootstrap import analyse_settings
 from kcc.cli.common import AS_OPTION, Context, echo_json
-from kcc.cli.output import cut, safe
+from kcc.cli.output import cut, safe, write_export
 from kcc.records.actor import medewerker
 from kcc.usecases.mail_import import FORMATS, ImportInterrupted, ImportSummary, import_path
 from kcc.usecases.purge import PURGE_ACTOR, PURGEABLE_STATES, purge
@@ -340,14 +339,8 @@ def quarantine_export(context: Context, mail_id: int, out: Path, force: bool) ->
     if out.exists() and not force:
         raise QuarantineError(f"{out} exists already; choose another --out or add --force to overwrite it")
     raw = export_raw(context.app().uow(), mail_id)
-    partial = out.with_name(f".{out.name}.{os.getpid()}.part")
-    try:
-        partial.write_bytes(raw)
-        partial.replace(out)
-    except OSError as exc:
-        partial.unlink(missing_ok=True)
-        raise QuarantineError(f"cannot write {out} ({exc.strerror}); choose a folder you may write to") from exc
-    click.echo(f"mail {mail_id} written to {out} ({len(raw)} bytes)")
+    write_export(out, raw)
+    click.echo(f"mail {mail_id} written to {safe(out)} ({len(raw)} bytes)")
 
 
 @quarantine.command("release")

@@ -8,6 +8,11 @@ characters as visible escapes; JSON output escapes them by itself.
 from __future__ import annotations
 
 import re
+from pathlib import Path
+
+import click
+
+from store.files import write_private
 
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 _LINE_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
@@ -32,3 +37,13 @@ def cut(text: object, width: int, *, pad: bool = True) -> str:
     """`safe(text)` cut to `width` characters (and padded to it), for a column."""
     shown = safe(text)[:width]
     return shown.ljust(width) if pad else shown
+
+
+def write_export(out: Path, data: bytes) -> None:
+    """Write exported bytes (a mail, an attachment) for the operator: private (0600), atomic, never through a
+    symlink planted at `out`; a failure is one line saying what to do."""
+    try:
+        write_private(out, data)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {safe(out)} ({exc.strerror}); choose a folder you may write to") \
+            from None

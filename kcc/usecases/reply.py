@@ -38,7 +38,9 @@ from replies.compose import (
     dutch_datetime,
     new_message_id,
 )
-from replies.render import ReplyTemplates, TemplateError, reply_templates
+from replies.render import TemplateError
+from replies.render_worker import render_guarded
+from replies.templates import ReplyTemplates, reply_templates
 from store import audit
 from store.blobs import put_blob
 from store.klantinteracties import Actor, Klantcontact
@@ -48,7 +50,8 @@ from store.states import OutboxStatus
 from store.types import utcnow
 from store.uow import UnitOfWork
 
-NEVER_ANSWER_AUTOMATICALLY = ("auto_reply", "bounce")
+NEVER_ANSWER_AUTOMATICALLY = ("auto_reply", "bounce", "own_loop")
+"""Flags a reply needs an explicit --force for: answering them is how mail loops start."""
 LOCAL_TIME = ZoneInfo("Europe/Amsterdam")
 
 
@@ -66,7 +69,7 @@ class Reply:
 
 
 def refusal_to_answer(mail: InboundMail, follow_up: Reply) -> str | None:
-    """Auto-replies and bounces are never answered without an explicit --force: that is how mail loops start."""
+    """Auto-replies, bounces and our own mail coming back are never answered without an explicit --force."""
     flagged = [flag for flag in NEVER_ANSWER_AUTOMATICALLY if flag in mail.flags]
     if flagged and not follow_up.force:
         return (
@@ -98,7 +101,9 @@ def compose(
     try:
         variables: dict[str, object] = dict(follow_up.variables)
         templates.check_vars(follow_up.template, variables)
-        rendered = templates.render(follow_up.template, template_context(config, mail, referentienummer) | variables)
+        rendered = render_guarded(
+            templates.directory, follow_up.template, template_context(config, mail, referentienummer) | variables
+        )
         original = OriginalMail(
             message_id=mail.message_id if not mail.message_id_synthetic else "", subject=mail.subject,
             from_name=mail.from_name, from_address=mail.from_address, reply_to=tuple(mail.reply_to),

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from kcc.config import Config
 from kcc.usecases.reply import ReplyRefused
-from replies.render import TemplateError, TemplateInfo, reply_templates
+from replies.render import TemplateError
+from replies.templates import TemplateInfo, reply_templates
 
 
 def list_templates(config: Config) -> list[TemplateInfo]:

@@ -124,3 +124,19 @@ def test_wait_times_out_without_new_mail(root: Path, source: MaildirSource) -> N
     assert time.monotonic() - started >= 0.3
     source.close()
     source.close()
+
+
+def test_a_mail_swapped_for_a_symlink_after_listing_is_never_read(
+    tmp_path: Path, root: Path, source: MaildirSource
+) -> None:
+    secret = tmp_path / "geheim.txt"
+    secret.write_bytes(b"Subject: geheim\r\n\r\nwachtwoord=hunter2\r\n")
+    source.open()
+    mail = deliver(root, "1.eml", b"Subject: echt\r\n\r\ntekst\r\n")
+    (ref,) = source.list_new(0)
+    mail.unlink()
+    mail.symlink_to(secret)  # swapped in between listing and reading
+    (item,) = source.fetch([ref])
+    assert isinstance(item, MailCommandError) and "symbolic link" in str(item)
+    assert b"hunter2" not in str(item).encode()
+    assert source.list_new(0) == [], "a symlink is not listed as new mail either"

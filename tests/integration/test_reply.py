@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import email
+import threading
+import time
 from email.message import Message
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +19,7 @@ from kcc.bootstrap import App
 from kcc.records.actor import medewerker
 from kcc.usecases.contacts import show_contact
 from kcc.usecases.reply import Reply, ReplyRefused, reply
-from kcc.usecases.review import DecisionError
+from kcc.usecases.review import DecisionError, dismiss
 from kcc.usecases.review_queue import show_mail
 from kcc.usecases.verify import verify
 from store.audit import AuditEvent
@@ -149,3 +153,38 @@ def test_verify_reports_an_answer_without_its_outbox_message(app: App) -> None:
         ))
         uow.commit()
     assert verify(app.uow()) == []
+
+
+def test_a_template_that_never_ends_is_stopped_and_never_holds_the_mail_locked(
+    app: App, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import replies.render_worker
+
+    folder = tmp_path / "sjablonen"
+    folder.mkdir()
+    (folder / "eindeloos.toml").write_text("", encoding="utf-8")
+    (folder / "eindeloos.txt.j2").write_text(
+        "{% for i in 'x' * 100000 %}{% for j in 'y' * 100000 %}{% endfor %}{% endfor %}", encoding="utf-8"
+    )
+    monkeypatch.setattr(replies.render_worker._WORKER, "seconds", 3.0)
+    configured = dataclasses.replace(app, config=dataclasses.replace(
+        app.config, replies=dataclasses.replace(app.config.replies, templates_dir=str(folder))))
+    looping = queue_mail(app, customer_mail("Een lus"))
+    other = queue_mail(app, customer_mail("Een andere vraag"))
+    outcome: list[BaseException] = []
+
+    def answer() -> None:
+        try:
+            reply(configured.uow(), configured.config, looping, Reply(template="eindeloos"), ANNA)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=answer)
+    thread.start()
+    time.sleep(1.0)  # the template is rendering now
+    dismiss(app.uow(), other, "spam", ANNA)  # the database is not held by the render: another decision goes on
+    assert thread.is_alive(), "still rendering when the other decision was stored"
+    thread.join(30)
+    (refused,) = outcome
+    assert isinstance(refused, ReplyRefused) and "took longer than 3 s to render and was stopped" in str(refused)
+    assert show_mail(app.uow(), looping)["state"] == "te_beoordelen", "nothing was stored for the looping reply"

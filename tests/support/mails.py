@@ -5,9 +5,9 @@ from __future__ import annotations
 import itertools
 from datetime import UTC, datetime
 
-from ingest.analysis import ClassifyOptions, Parser, analyse, default_parser
+from ingest.analysis import Parser, analyse, default_parser
 from ingest.sources.base import FetchedMail, MailRef
-from kcc.bootstrap import App
+from kcc.bootstrap import App, classify_options
 from kcc.usecases.intake import store_mail
 
 RECEIVED = datetime(2026, 11, 23, 8, 15, tzinfo=UTC)
@@ -46,7 +46,7 @@ def queue_mail(
     uid = next(_uids)
     fetched = FetchedMail(ref=MailRef(uid=uid, key=str(uid), size=len(raw)), raw=raw, internaldate=received_at)
     limit = max_mail_bytes or app.config.storage.max_mail_bytes
-    analysis = analyse(raw, received_at, max_mail_bytes=limit, options=ClassifyOptions(), parser=parser)
+    analysis = analyse(raw, received_at, max_mail_bytes=limit, options=classify_options(app.config), parser=parser)
     mail = store_mail(app.uow(), mailbox, fetched, 1, analysis)
     assert mail is not None, "the test mail was stored before"
     return mail.id

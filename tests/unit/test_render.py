@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from replies.render import STANDARD_CONTEXT, RenderedReply, ReplyTemplates, TemplateError, alineas
+from replies.render import STANDARD_CONTEXT, RenderedReply, TemplateError, alineas
+from replies.templates import ReplyTemplates
 
 SHIPPED = Path(__file__).resolve().parents[2] / "templates" / "replies"
 
@@ -340,7 +341,7 @@ def test_alineas_escapes_and_keeps_line_breaks() -> None:
 
 
 def test_an_administrators_edit_applies_to_the_next_reply_without_a_restart(tmp_path: Path) -> None:
-    from replies.render import reply_templates
+    from replies.templates import reply_templates
 
     make_templates(tmp_path, {
         "kort.toml": 'subject = "Uw vraag over {{ onderwerp }}"\nvariables = []\n',
@@ -361,3 +362,47 @@ def test_an_administrators_edit_applies_to_the_next_reply_without_a_restart(tmp_
     )
     assert (after.subject, after.text) == ("Re: Afval niet opgehaald in de Lindenstraat",
                                            "Wij kijken er vandaag nog naar.\n")
+
+
+# --- the budget: a template is code that can run away ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(("body", "reason"), [
+    ("{{ 'a' * 300000000 }}", "300000000 characters is more than"),
+    ("{{ ['x'] * 99999999 }}", "more than"),
+    ("{{ 10 ** 100000000 }}", "digits"),
+    ("{% for i in range(100000) %}{{ 'x' * 1000 }}{% endfor %}", "more than 2000000 characters"),
+])
+def test_a_template_that_grows_without_bound_is_stopped(tmp_path: Path, body: str, reason: str) -> None:
+    templates = make_templates(tmp_path, {"groot.toml": "", "groot.txt.j2": body})
+    with pytest.raises(TemplateError, match=reason):
+        render(templates, "groot")
+
+
+def test_a_template_that_never_ends_is_stopped_in_its_process_and_the_next_one_renders(tmp_path: Path) -> None:
+    from replies.render_worker import RenderWorker
+
+    make_templates(tmp_path, {
+        "eindeloos.toml": "", "eindeloos.txt.j2": "{% for i in 'x' * 100000 %}{% for j in 'y' * 100000 %}"
+                                                "{% endfor %}{% endfor %}klaar",
+        "kort.toml": "", "kort.txt.j2": "Dank, {{ klant_naam }}.",
+    })
+    worker = RenderWorker(seconds=2.0)
+    try:
+        with pytest.raises(TemplateError, match="took longer than 2 s to render and was stopped"):
+            worker.render(tmp_path, "eindeloos", {"klant_naam": "Karel"})
+        assert worker.render(tmp_path, "kort", {"klant_naam": "Karel"}).text == "Dank, Karel.\n"
+    finally:
+        worker.close()
+
+
+def test_nested_ranges_are_stopped_by_the_clock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import replies.templates
+
+    monkeypatch.setattr(replies.templates, "RENDER_SECONDS", 1.0)
+    templates = make_templates(tmp_path, {
+        "lussen.toml": "", "lussen.txt.j2": "{% for i in range(100000) %}{% for j in range(100000) %}"
+                                             "{% endfor %}{% endfor %}",
+    })
+    with pytest.raises(TemplateError, match="took longer than 1 s"):
+        render(templates, "lussen")
