@@ -113,7 +113,7 @@ def build_app(
     config: Config, *, engine: Engine | None = None, source_factory: SourceFactory | None = None,
     transport_factory: TransportFactory | None = None,
 ) -> App:
-    engine = engine or make_engine(config.database.url)
+    engine = engine or make_engine(config.database.url_with_password())
     return App(
         config=config,
         engine=engine,

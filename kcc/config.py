@@ -28,6 +28,18 @@ AuthMethod = Literal["password", "xoauth2"]
 @dataclass(frozen=True, slots=True)
 class DatabaseConfig:
     url: str = "sqlite:///var/kcc-mail.db"
+    password_file: str = ""
+
+    def url_with_password(self) -> str:
+        """The URL to connect with: `url`, with the password from `password_file` when one is named."""
+        if not self.password_file:
+            return self.url
+        from sqlalchemy.engine import make_url
+
+        from kcc.secrets import resolve_secret
+
+        password = resolve_secret("", self.password_file, "database", key="password")
+        return make_url(self.url).set(password=password).render_as_string(hide_password=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +200,12 @@ def _load_file(path: Path) -> Config:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"configuration file {where} does not exist; pass an existing file to --config") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{where} is a folder, not a configuration file; pass the .toml file to --config") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{where} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"configuration file {where} cannot be read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{where} is not valid TOML: {exc}") from None
     unknown = set(data) - set(_SECTIONS) - {"mailbox"}
@@ -199,7 +217,9 @@ def _load_file(path: Path) -> Config:
     sections = {name: _build(cls, data.get(name, {}), name, where) for name, cls in _SECTIONS.items()}
     mailboxes = _load_mailboxes(data.get("mailbox"), where)
     config = Config(mailboxes=mailboxes, source=where, **sections)
+    _check_database(config.database, where)
     _check_security(config)
+    _check_values(config, where)
     _check_monitoring(config.monitoring, where)
     return config
 
@@ -239,19 +259,30 @@ def _build(cls: type[Any], raw: object, section: str, where: str) -> Any:
     return cls(**values)
 
 
+_SECRET_SOURCES = ("password", "token", "secret")
+
+
+def _shown(key: str, value: object) -> str:
+    """A value for an error message; never the value of a key that names where a secret is (it may be one)."""
+    name = key.rpartition(".")[2]
+    return "" if any(part in name for part in _SECRET_SOURCES) else f" ({value!r})"
+
+
 def _coerce(value: object, hint: Any, key: str, where: str) -> object:
     origin = typing.get_origin(hint)
     if origin is Literal:
         allowed = typing.get_args(hint)
         if value not in allowed:
             choices = " | ".join(str(a) for a in allowed)
-            raise ConfigError(f"{where}: {key} is {value!r}; it must be one of {choices}")
+            shown = _shown(key, value)
+            what = f"is {value!r}" if shown else "has a value that is not allowed"
+            raise ConfigError(f"{where}: {key} {what}; it must be one of {choices}")
         return value
     expected: tuple[type, ...] = (int, float) if hint is float else (hint,)
     if isinstance(value, bool) and hint is not bool:
         expected = ()
     if not isinstance(value, expected):
-        raise ConfigError(f"{where}: {key} must be {hint.__name__}, not {type(value).__name__} ({value!r})")
+        raise ConfigError(f"{where}: {key} must be {hint.__name__}, not {type(value).__name__}{_shown(key, value)}")
     if hint is float:
         return float(value)  # type: ignore[arg-type]
     return value
@@ -286,6 +317,55 @@ def _check_security(config: Config) -> None:
                 f"{config.source}: [smtp] uses security = \"none\" to {smtp.host}; "
                 "plain text is only allowed to a loopback host; use tls or starttls"
             )
+
+
+def _check_database(database: DatabaseConfig, where: str) -> None:
+    """A password belongs in KCC_DATABASE_URL or a password file, never in the configuration file."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(database.url)
+    except ArgumentError:
+        raise ConfigError(f"{where}: database.url is not a database URL; e.g. postgresql+psycopg://kcc@db/kcc or "
+                          "sqlite:///var/kcc-mail.db") from None
+    if url.password:
+        raise ConfigError(
+            f"{where}: database.url holds a password; put the whole URL in the environment variable "
+            "KCC_DATABASE_URL, or the password alone in a file named by database.password_file"
+        )
+
+
+_POSITIVE = {
+    "storage": ("max_mail_bytes",),
+    "mailbox": ("port", "poll_interval", "batch_size", "timeout"),
+    "smtp": ("port", "timeout", "data_timeout"),
+    "replies": ("deliver_until_hours", "lease_seconds", "relay_interval"),
+}
+
+
+def _check_values(config: Config, where: str) -> None:
+    """Values that cannot work are refused at start, not when the first reply goes out."""
+    sections: list[tuple[str, object]] = [("storage", config.storage), ("smtp", config.smtp),
+                                          ("replies", config.replies)]
+    sections += [(f"mailbox {m.name}", m) for m in config.mailboxes]
+    for label, section in sections:
+        for name in _POSITIVE[label.split()[0]]:
+            if getattr(section, name) <= 0:
+                raise ConfigError(f"{where}: {label}.{name} must be more than 0, not {getattr(section, name)}")
+    for label, port in [("smtp", config.smtp.port), *((f"mailbox {m.name}", m.port) for m in config.mailboxes)]:
+        if port > 65535:
+            raise ConfigError(f"{where}: {label}.port must be a port number (1–65535), not {port}")
+    sender = config.smtp.from_address
+    local, at, domain = sender.partition("@")
+    if not at or not local or "." not in domain or any(not c.isprintable() or c.isspace() or c in '<>,;"'
+                                                        for c in sender):
+        raise ConfigError(
+            f"{where}: smtp.from_address {sender!r} is not one plain e-mail address (no spaces, line breaks or "
+            "names); write it as info@gemeente.nl and the name in smtp.from_name"
+        )
+    if any(c in config.smtp.from_name for c in "\r\n\x00"):
+        raise ConfigError(f"{where}: smtp.from_name has a line break; write the sender's name on one line")
 
 
 def _check_monitoring(monitoring: MonitoringConfig, where: str) -> None:

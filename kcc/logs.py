@@ -63,6 +63,14 @@ def configure_logging(level: str, fmt: str) -> None:
     root.setLevel(level.upper())
     if level.upper() != "DEBUG":  # the schema check's "Context impl …" lines are noise to an operator
         logging.getLogger("alembic").setLevel(logging.WARNING)
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+QUIET_LIBRARIES = ("imapclient", "imaplib", "mail.log", "sqlalchemy.engine", "sqlalchemy.pool")
+"""Libraries whose INFO and DEBUG lines carry mail: imapclient writes every FETCH literal (address, subject, body),
+aiosmtpd's `mail.log` the envelope, SQLAlchemy's engine the statements. They log at WARNING whatever level kcc-mail
+runs at; kcc-mail's own DEBUG lines name the IMAP steps (`mailbox=info > UID FETCH BODY.PEEK[]`) instead."""
 
 
 def log_failure(logger: logging.Logger, message: str, exc: BaseException) -> None:

@@ -16,7 +16,7 @@ from ingest.parse.charsets import decode_bytes, is_utf8
 from ingest.parse.context import ParseContext, clean_line
 from ingest.parse.headers import header_text
 from ingest.parse.model import Attachment
-from ingest.parse.payload import message_part_bytes, part_bytes
+from ingest.parse.payload import message_part_bytes, part_bytes, payload_bytes
 
 MAX_FILENAME_CHARS = 255
 
@@ -80,7 +80,8 @@ def add_attachment(part: Message, ctx: ParseContext) -> None:
 
 def _raw_filename(part: Message, ctx: ParseContext) -> str:
     """The decoded file name (RFC 2231 first, then RFC 2047 words, then raw 8-bit); '' when none."""
-    value = part.get_param("filename", None, "content-disposition") or part.get_param("name", None)
+    shadow = _with_decoded_8bit_parameters(part, ctx)
+    value = shadow.get_param("filename", None, "content-disposition") or shadow.get_param("name", None)
     if not value:
         return ""
     if isinstance(value, tuple):  # RFC 2231: (charset, language, %-decoded text as latin-1 code points)
@@ -88,6 +89,23 @@ def _raw_filename(part: Message, ctx: ParseContext) -> str:
         data = str(text).encode("latin-1", "surrogateescape")
         return clean_line(decode_bytes(data, charset or None, ctx, "attachment name"))
     return header_text(str(value), ctx, "attachment name")
+
+
+def _with_decoded_8bit_parameters(part: Message, ctx: ParseContext) -> Message:
+    """The part's Content-Disposition and Content-Type with raw 8-bit bytes decoded (UTF-8, else the mail's charset).
+
+    compat32 turns a header with 8-bit bytes into U+FFFD before get_param sees it, so `ciële.txt` sent raw would be
+    stored as `ci��le.txt`; decoded first, the parameter parser gets the real text.
+    """
+    headers = [(name, value) for name, value in part.raw_items()
+               if name.lower() in ("content-disposition", "content-type")]
+    if all(value.isascii() for _name, value in headers):
+        return part
+    shadow = Message()
+    for name, value in headers:
+        raw = payload_bytes(value)
+        shadow[name] = clean_line(decode_bytes(raw, None, ctx, f"header {name}")) if not value.isascii() else value
+    return shadow
 
 
 _UNSAFE_NAME_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\ufeff]")

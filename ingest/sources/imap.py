@@ -282,11 +282,24 @@ class ImapSource:
         return client
 
     def _login(self, client: Any) -> None:
+        """LOGIN, or AUTHENTICATE PLAIN when the name or password is not ASCII (LOGIN cannot carry it; PLAIN is
+        UTF-8, RFC 4616), or AUTHENTICATE XOAUTH2 with a token."""
+        username, secret = self._settings.username, self._secret
         try:
             if self._settings.auth == "xoauth2":
-                client.oauth2_login(self._settings.username, self._secret)
+                log.debug("mailbox=%s > AUTHENTICATE XOAUTH2 as %s", self.mailbox, username, extra=self._context)
+                client.oauth2_login(username, secret)
+            elif username.isascii() and secret.isascii():
+                log.debug("mailbox=%s > LOGIN as %s", self.mailbox, username, extra=self._context)
+                client.login(username, secret)
             else:
-                client.login(self._settings.username, self._secret)
+                log.debug("mailbox=%s > AUTHENTICATE PLAIN as %s", self.mailbox, username, extra=self._context)
+                client.plain_login(username, secret)
+        except CapabilityError:
+            raise self._error(
+                "the password or user name has non-ASCII characters, which IMAP LOGIN cannot carry, and the server "
+                "does not offer AUTHENTICATE PLAIN", "the server's authentication settings, or use an ASCII password",
+            ) from None
         except LoginError as exc:
             what = "token" if self._settings.auth == "xoauth2" else "password"
             raise self._error(
@@ -321,6 +334,7 @@ class ImapSource:
     def _call(self, what: str, action: Callable[[Any], T]) -> T:
         """Run one command; a lost connection or a refusal becomes a SourceError that says which."""
         client = self._require_client()
+        log.debug("mailbox=%s > %s", self.mailbox, what, extra=self._context)
         try:
             return action(client)
         except _CONNECTION_LOST as exc:

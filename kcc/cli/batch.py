@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from kcc.bootstrap import analyse_settings
-from kcc.cli.common import AS_OPTION, Context, echo_json
+from kcc.cli.common import AS_OPTION, ID, Context, echo_json
 from kcc.cli.output import cut, safe, write_export
 from kcc.records.actor import medewerker
 from kcc.usecases.mail_import import FORMATS, ImportInterrupted, ImportSummary, import_path
@@ -150,7 +150,7 @@ def echo_failures(failures: list[tuple[Any, str]], total: int, what: str) -> Non
 @click.option("--mailbox", "mailbox_name", help="Only mails of this mailbox.")
 @click.option("--since", type=Moment(), help="Received at or after (ISO date or date-time, local time).")
 @click.option("--until", type=Moment(end=True), help="Received before; a bare date includes that day.")
-@click.option("--id", "ids", type=int, multiple=True, help="This mail (repeatable); any state unless --state.")
+@click.option("--id", "ids", type=ID, multiple=True, help="This mail (repeatable); any state unless --state.")
 @click.option("--all", "all_states", is_flag=True, help="Every mail that may be reprocessed, whatever its state.")
 @click.option(
     "--include-registered", is_flag=True,
@@ -300,6 +300,7 @@ def quarantine_list(context: Context, reason: str | None, mailbox_name: str | No
     click.echo(f"{'total':<16}{found['total']:>6}")
     if found["mails"]:
         click.echo("")
+        click.echo(f"{'ID':>6}  {'ONTVANGEN':<16}  {'REDEN':<15} {'VAN':<30}  ONDERWERP")
     for mail in found["mails"]:
         click.echo(
             f"{mail['id']:>6}  {mail['receivedAt'][:16]}  {mail['reason']:<15} {cut(mail['from'], 30)}  "
@@ -310,7 +311,7 @@ def quarantine_list(context: Context, reason: str | None, mailbox_name: str | No
 
 
 @quarantine.command("show")
-@click.argument("mail_id", type=int)
+@click.argument("mail_id", type=ID)
 @JSON
 @click.pass_obj
 def quarantine_show(context: Context, mail_id: int, as_json: bool) -> None:
@@ -329,7 +330,7 @@ def quarantine_show(context: Context, mail_id: int, as_json: bool) -> None:
 
 
 @quarantine.command("export")
-@click.argument("mail_id", type=int)
+@click.argument("mail_id", type=ID)
 @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="The .eml file to write (byte-exact).")
 @click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
@@ -344,7 +345,7 @@ def quarantine_export(context: Context, mail_id: int, out: Path, force: bool) ->
 
 
 @quarantine.command("release")
-@click.argument("mail_id", type=int)
+@click.argument("mail_id", type=ID)
 @AS_OPTION
 @click.pass_obj
 def quarantine_release(context: Context, mail_id: int, as_medewerker: str) -> None:
@@ -354,7 +355,7 @@ def quarantine_release(context: Context, mail_id: int, as_medewerker: str) -> No
 
 
 @quarantine.command("dismiss")
-@click.argument("mail_id", type=int)
+@click.argument("mail_id", type=ID)
 @click.option("--reason", required=True, type=click.Choice(DISMISS_REASONS))
 @AS_OPTION
 @click.pass_obj

@@ -76,6 +76,21 @@ class KccGroup(click.Group):
             sys.exit(2)
 
 
+ID = click.IntRange(1, 2**63 - 1)
+"""A mail or outbox id: a positive number the databases can hold (SQLite's integers are 64-bit)."""
+REFERENCE = click.STRING
+"""A klantcontact or interne taak as people name it: its uuid, its id, or (a klantcontact) its referentienummer."""
+LIMIT_OPTION = click.option("--limit", type=click.IntRange(min=1), default=None,
+                            help="At most this many [default: 500, and everything with --json].")
+OFFSET_OPTION = click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True,
+                             help="Skip this many first (the next page).")
+
+
+def page_limit(limit: int | None, as_json: bool, default: int = 500) -> int | None:
+    """A list shows `default` rows on a terminal, all of them as JSON unless a limit is asked for."""
+    return limit if limit is not None else (None if as_json else default)
+
+
 AS_OPTION = click.option(
     "--as", "as_medewerker", envvar="KCC_MEDEWERKER", required=True,
     help="The employee who decides (e-mail or identificator); default from KCC_MEDEWERKER.",

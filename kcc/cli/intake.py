@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from kcc.cli.common import Context, echo_json
+from kcc.cli.common import ID, LIMIT_OPTION, OFFSET_OPTION, Context, echo_json, page_limit
 from kcc.cli.output import cut, safe, safe_block
 from kcc.service import poll_once, run_service
 from kcc.usecases.review_queue import UnknownState, list_mails, show_mail
@@ -48,28 +48,34 @@ def queue() -> None:
 @queue.command("list")
 @click.option("--state", default="te_beoordelen", show_default=True, help="A mail state, or 'all'.")
 @click.option("--mailbox", "mailbox_name", help="Only this mailbox.")
+@LIMIT_OPTION
+@OFFSET_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
 @click.pass_obj
-def queue_list(context: Context, state: str, mailbox_name: str | None, as_json: bool) -> None:
+def queue_list(
+    context: Context, state: str, mailbox_name: str | None, limit: int | None, offset: int, as_json: bool
+) -> None:
     """Stored mails, oldest first."""
     try:
-        mails = list_mails(context.app().uow(), state=None if state == "all" else state, mailbox=mailbox_name)
+        mails = list_mails(context.app().uow(), state=None if state == "all" else state, mailbox=mailbox_name,
+                           limit=page_limit(limit, as_json), offset=offset)
     except UnknownState as exc:
         raise click.BadParameter(str(exc), param_hint="--state") from None
     if as_json:
         echo_json(mails)
-        return
-    for mail in mails:
-        flags = ",".join(mail["flags"]) or "-"
-        click.echo(
-            f"{mail['id']:>6}  {mail['receivedAt'][:16]}  {mail['state']:<13} {flags:<12} "
-            f"{cut(mail['from'], 30)}  {cut(mail['subject'], 60, pad=False)}"
-        )
-    click.echo(f"{len(mails)} mail(s)", err=True)
+    else:
+        click.echo(f"{'ID':>6}  {'ONTVANGEN':<16}  {'STATUS':<13} {'KENMERKEN':<12} {'VAN':<30}  ONDERWERP")
+        for mail in mails:
+            flags = ",".join(mail["flags"]) or "-"
+            click.echo(
+                f"{mail['id']:>6}  {mail['receivedAt'][:16]}  {mail['state']:<13} {flags:<12} "
+                f"{cut(mail['from'], 30)}  {cut(mail['subject'], 60, pad=False)}"
+            )
+    click.echo(mails.note("mails"), err=True)
 
 
 @queue.command("show")
-@click.argument("mail_id", type=int)
+@click.argument("mail_id", type=ID)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
 def queue_show(context: Context, mail_id: int, as_json: bool) -> None:

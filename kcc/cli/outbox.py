@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from kcc.cli.common import AS_OPTION, Context, echo_json
+from kcc.cli.common import AS_OPTION, ID, LIMIT_OPTION, OFFSET_OPTION, Context, echo_json, page_limit
 from kcc.cli.output import cut
 from kcc.records.actor import medewerker
 from kcc.service import relay_once, run_service
@@ -34,32 +34,40 @@ def outbox() -> None:
 @outbox.command("list")
 @click.option("--status", default="all", show_default=True,
               help="pending, sending, retry, sent, failed, uncertain, bounced, or all.")
-@click.option("--limit", default=500, show_default=True, help="Only the newest this many.")
+@LIMIT_OPTION
+@OFFSET_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
 @click.pass_obj
-def outbox_list(context: Context, status: str, limit: int, as_json: bool) -> None:
-    """Outbox messages, oldest first: id, status, attempts, when, Message-ID and the server's last reply."""
-    rows = list_messages(context.app().uow(), status=None if status == "all" else status, limit=limit)
+def outbox_list(context: Context, status: str, limit: int | None, offset: int, as_json: bool) -> None:
+    """Outbox messages, the newest, shown oldest first: when made, sent and next tried, and the server's reply."""
+    rows = list_messages(context.app().uow(), status=None if status == "all" else status,
+                         limit=page_limit(limit, as_json), offset=offset)
     if as_json:
         echo_json(rows)
-        return
-    for row in rows:
-        click.echo(render_row(row))
-    click.echo(f"{len(rows)} message(s)", err=True)
+    else:
+        click.echo(f"{'ID':>6}  {'STATUS':<9}  {'POG':>3}  {'AANGEMAAKT':<16}  {'VERZONDEN':<16}  "
+                   f"{'VOLGENDE POGING':<16}  {'MESSAGE-ID':<60}  LAATSTE ANTWOORD VAN DE SERVER")
+        for row in rows:
+            click.echo(render_row(row))
+    click.echo(rows.note("messages"), err=True)
 
 
 def render_row(row: dict[str, Any]) -> str:
-    """One line: the moment that matters for the status (sent, next try, lease end), then what happened."""
-    when = {"sent": row["sentAt"], "pending": row["nextAttemptAt"], "retry": row["nextAttemptAt"],
-            "sending": row["leaseUntil"], "uncertain": row["leaseUntil"]}.get(row["status"]) or row["createdAt"]
+    """One line, each time in its own column: created, sent (or -), next attempt (when it will be tried again)."""
+    due = row["nextAttemptAt"] if row["status"] in ("pending", "retry") else None
     return (
-        f"{row['id']:>6}  {row['status']:<9}  {row['attempts']:>2}x  {(when or '')[:19]:<19}  "
-        f"{cut(row['messageId'], 60)}  {cut(row['lastSmtpReply'], 80, pad=False)}"
+        f"{row['id']:>6}  {row['status']:<9}  {row['attempts']:>2}x  {_minute(row['createdAt'])}  "
+        f"{_minute(row['sentAt'])}  {_minute(due)}  {cut(row['messageId'], 60)}  "
+        f"{cut(row['lastSmtpReply'], 80, pad=False)}"
     ).rstrip()
 
 
+def _minute(moment: str | None) -> str:
+    return (moment or "-")[:16].ljust(16)
+
+
 @outbox.command("resend")
-@click.argument("outbox_id", type=int)
+@click.argument("outbox_id", type=ID)
 @AS_OPTION
 @click.pass_obj
 def outbox_resend(context: Context, outbox_id: int, as_medewerker: str) -> None:
@@ -74,7 +82,7 @@ def outbox_resend(context: Context, outbox_id: int, as_medewerker: str) -> None:
 
 
 @outbox.command("mark-sent")
-@click.argument("outbox_id", type=int)
+@click.argument("outbox_id", type=ID)
 @AS_OPTION
 @click.pass_obj
 def outbox_mark_sent(context: Context, outbox_id: int, as_medewerker: str) -> None:

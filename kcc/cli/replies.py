@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from kcc.cli.common import AS_OPTION, Context
+from kcc.cli.common import AS_OPTION, ID, Context
 from kcc.cli.output import safe, safe_block
 from kcc.records.actor import medewerker
 from kcc.usecases.reply import Reply, preview, reply
@@ -26,7 +26,7 @@ def parse_vars(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
 
 
 @click.command("reply")
-@click.argument("mail_id", type=int)
+@click.argument("mail_id", type=ID)
 @click.option("--template", "template_name", help="The reply template (see `kcc-mail templates list`).")
 @click.option("--var", "variables", multiple=True, help="NAME=VALUE for the template; repeatable.")
 @click.option("--text-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -43,7 +43,11 @@ def reply_command(
         raise click.UsageError("give either --template NAME (with --var) or --text-file FILE")
     pairs = parse_vars(variables)
     if text_file is not None:
-        pairs += (("tekst", text_file.read_text(encoding="utf-8")),)
+        try:
+            pairs += (("tekst", text_file.read_text(encoding="utf-8")),)
+        except UnicodeDecodeError as exc:
+            raise click.BadParameter(f"{safe(text_file)} is not UTF-8 text (byte {exc.start}); save it as UTF-8",
+                                     param_hint="--text-file") from None
     follow_up = Reply(template=template_name or "antwoord", variables=pairs, force=force)
     app = context.app()
     result = reply(app.uow(), app.config, mail_id, follow_up, medewerker(as_medewerker))
@@ -69,7 +73,7 @@ def templates_list(context: Context) -> None:
 
 @templates.command("preview")
 @click.argument("name")
-@click.option("--mail", "mail_id", type=int, required=True, help="The stored mail to answer.")
+@click.option("--mail", "mail_id", type=ID, required=True, help="The stored mail to answer.")
 @click.option("--var", "variables", multiple=True, help="NAME=VALUE for the template; repeatable.")
 @click.pass_obj
 def templates_preview(context: Context, name: str, mail_id: int, variables: tuple[str, ...]) -> None:

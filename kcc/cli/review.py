@@ -7,7 +7,17 @@ from typing import Any
 
 import click
 
-from kcc.cli.common import AS_OPTION, JSON_OPTION, Context, echo_json
+from kcc.cli.common import (
+    AS_OPTION,
+    ID,
+    JSON_OPTION,
+    LIMIT_OPTION,
+    OFFSET_OPTION,
+    REFERENCE,
+    Context,
+    echo_json,
+    page_limit,
+)
 from kcc.cli.output import cut, safe, safe_block
 from kcc.records.actor import medewerker, parse_actor
 from kcc.usecases import tasks as taken
@@ -18,7 +28,7 @@ from store.states import DismissReason
 
 
 @click.command("register")
-@click.argument("mail_id", type=int)
+@click.argument("mail_id", type=ID)
 @click.option("--follow-up", type=click.Choice(["task", "none"]), required=True, help="What happens next.")
 @click.option("--handeling", default="", help="The gevraagde handeling of the task, e.g. Terugbellen.")
 @click.option("--toelichting", default="", help="Explanation for the colleague (at most 1000 characters).")
@@ -44,7 +54,7 @@ def register_command(
 
 
 @click.command("dismiss")
-@click.argument("mail_id", type=int)
+@click.argument("mail_id", type=ID)
 @click.option("--reason", required=True, type=click.Choice([r.value for r in DismissReason]))
 @AS_OPTION
 @click.pass_obj
@@ -63,31 +73,38 @@ def tasks() -> None:
 @click.option("--status", type=click.Choice(["te_verwerken", "verwerkt", "all"]), default="te_verwerken",
               show_default=True)
 @click.option("--assigned", help="medewerker:<e-mail> or afdeling:<naam>.")
+@LIMIT_OPTION
+@OFFSET_OPTION
 @JSON_OPTION
 @click.pass_obj
-def tasks_list(context: Context, status: str, assigned: str | None, as_json: bool) -> None:
+def tasks_list(
+    context: Context, status: str, assigned: str | None, limit: int | None, offset: int, as_json: bool
+) -> None:
     """Tasks, oldest first."""
     found = taken.search(
         context.app().uow(), status=None if status == "all" else status,
-        assigned=parse_actor(assigned) if assigned else None,
+        assigned=parse_actor(assigned) if assigned else None, limit=page_limit(limit, as_json), offset=offset,
     )
     if as_json:
         echo_json(found)
-        return
-    for taak in found:
-        actoren = ", ".join(a["naam"] for a in taak["toegewezenAanActoren"])
-        click.echo(
-            f"{taak['id']:>6}  {taak['toegewezenOp'][:16]}  {taak['status']:<12}  {cut(taak['gevraagdeHandeling'], 30)}"
-            f"  {cut(actoren, 40)}  {cut(taak['aanleidinggevendKlantcontact']['onderwerp'], 50, pad=False)}"
-        )
-    click.echo(f"{len(found)} task(s)", err=True)
+    else:
+        click.echo(f"{'ID':>6}  {'TOEGEWEZEN OP':<16}  {'STATUS':<12}  {'GEVRAAGDE HANDELING':<30}  "
+                   f"{'TOEGEWEZEN AAN':<40}  ONDERWERP")
+        for taak in found:
+            actoren = ", ".join(a["naam"] for a in taak["toegewezenAanActoren"])
+            click.echo(
+                f"{taak['id']:>6}  {taak['toegewezenOp'][:16]}  {taak['status']:<12}  "
+                f"{cut(taak['gevraagdeHandeling'], 30)}  {cut(actoren, 40)}  "
+                f"{cut(taak['aanleidinggevendKlantcontact']['onderwerp'], 50, pad=False)}"
+            )
+    click.echo(found.note("tasks"), err=True)
 
 
 @tasks.command("show")
-@click.argument("taak_id", type=int)
+@click.argument("taak_id", type=REFERENCE)
 @JSON_OPTION
 @click.pass_obj
-def tasks_show(context: Context, taak_id: int, as_json: bool) -> None:
+def tasks_show(context: Context, taak_id: str, as_json: bool) -> None:
     """The task with its klantcontact, the customer's addresses and the bijlagen."""
     taak = taken.show(context.app().uow(), taak_id)
     if as_json:
@@ -127,34 +144,37 @@ def render_contact(contact: dict[str, Any]) -> str:
 
 
 @tasks.command("complete")
-@click.argument("taak_id", type=int)
+@click.argument("taak_id", type=REFERENCE)
 @AS_OPTION
 @click.pass_obj
-def tasks_complete(context: Context, taak_id: int, as_medewerker: str) -> None:
+def tasks_complete(context: Context, taak_id: str, as_medewerker: str) -> None:
     """Mark the task verwerkt (afgehandeldOp is set)."""
     taken.complete(context.app().uow(), taak_id, medewerker(as_medewerker))
     click.echo(f"interne taak {taak_id} verwerkt")
 
 
 @tasks.command("reopen")
-@click.argument("taak_id", type=int)
+@click.argument("taak_id", type=REFERENCE)
 @AS_OPTION
 @click.pass_obj
-def tasks_reopen(context: Context, taak_id: int, as_medewerker: str) -> None:
+def tasks_reopen(context: Context, taak_id: str, as_medewerker: str) -> None:
     """Set the task back to te_verwerken (afgehandeldOp is cleared)."""
     taken.reopen(context.app().uow(), taak_id, medewerker(as_medewerker))
     click.echo(f"interne taak {taak_id} te_verwerken")
 
 
 @tasks.command("reroute")
-@click.argument("taak_id", type=int)
+@click.argument("taak_id", type=REFERENCE)
 @click.option("--assign", multiple=True, required=True, help="medewerker:<e-mail> or afdeling:<naam>.")
-@click.option("--handeling", default=taken.OPNIEUW_ROUTEREN, show_default=True)
-@click.option("--toelichting", default="")
+@click.option("--handeling", default=None,
+              help="The new task's gevraagde handeling [default: the original's]; for Retour KCC: "
+                   f"{taken.OPNIEUW_ROUTEREN!r}.")
+@click.option("--toelichting", default=None, help="The new task's toelichting [default: the original's].")
 @AS_OPTION
 @click.pass_obj
 def tasks_reroute(
-    context: Context, taak_id: int, assign: tuple[str, ...], handeling: str, toelichting: str, as_medewerker: str
+    context: Context, taak_id: str, assign: tuple[str, ...], handeling: str | None, toelichting: str | None,
+    as_medewerker: str,
 ) -> None:
     """Wrong routing (C6114): a new task for another actor, and this one verwerkt, atomically."""
     new_id = taken.reroute(
@@ -170,26 +190,30 @@ def contacts() -> None:
 
 
 @contacts.command("list")
+@LIMIT_OPTION
+@OFFSET_OPTION
 @JSON_OPTION
 @click.pass_obj
-def contacts_list(context: Context, as_json: bool) -> None:
+def contacts_list(context: Context, limit: int | None, offset: int, as_json: bool) -> None:
     """Klantcontacten, newest first."""
-    found = list_contacts(context.app().uow())
+    found = list_contacts(context.app().uow(), limit=page_limit(limit, as_json), offset=offset)
     if as_json:
         echo_json(found)
-        return
-    for contact in found:
-        click.echo(
-            f"{contact['id']:>6}  {contact['referentienummer']}  {contact['plaatsgevondenOp'][:16]}  "
-            f"{cut(contact['onderwerp'], 70, pad=False)}"
-        )
+    else:
+        click.echo(f"{'ID':>6}  {'REFERENTIE':<10}  {'PLAATSGEVONDEN OP':<16}  ONDERWERP")
+        for contact in found:
+            click.echo(
+                f"{contact['id']:>6}  {contact['referentienummer']:<10}  {contact['plaatsgevondenOp'][:16]}  "
+                f"{cut(contact['onderwerp'], 70, pad=False)}"
+            )
+    click.echo(found.note("klantcontacten"), err=True)
 
 
 @contacts.command("show")
-@click.argument("contact_id", type=int)
+@click.argument("contact_id", type=REFERENCE)
 @JSON_OPTION
 @click.pass_obj
-def contacts_show(context: Context, contact_id: int, as_json: bool) -> None:
+def contacts_show(context: Context, contact_id: str, as_json: bool) -> None:
     """One klantcontact with betrokkenen, bijlagen, actors and tasks."""
     contact = show_contact(context.app().uow(), contact_id)
     if as_json:

@@ -14,6 +14,8 @@ from store.states import SoortActor
 from store.upsert import insert_if_absent
 
 REGISTER = "kcc-mail"
+IDENTIFICATOR_MAX = 200
+"""Actor.naam and actoridentificator.objectId hold at most 200 characters in the standard."""
 SERVICE = (SoortActor.GEAUTOMATISEERDE_ACTOR, "app", "naam", "kcc-mail", "kcc-mail (e-mailintake)")
 
 
@@ -45,6 +47,11 @@ def parse_actor(text: str, *, default_medewerker: bool = False) -> ActorRef:
     if not sep:
         kind, value = ("medewerker", text) if default_medewerker else ("", text)
     value = value.strip()
+    if len(value) > IDENTIFICATOR_MAX:
+        raise ActorError(
+            f"the actor {value[:40]!r}… is {len(value)} characters; an actor's name or identificator has at most "
+            f"{IDENTIFICATOR_MAX}"
+        )
     if kind == "medewerker" and value:
         return ActorRef(SoortActor.MEDEWERKER, value.lower() if "@" in value else value)
     if kind in ("afdeling", "organisatorische_eenheid") and value:

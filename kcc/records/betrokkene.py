@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from kcc.errors import Refused
 from kcc.records.contactnaam import contactnaam_from
 from store.klantinteracties import Betrokkene, DigitaalAdres, Klantcontact
 from store.mail import InboundMail
@@ -13,8 +12,22 @@ from store.states import Rol, SoortDigitaalAdres
 ADRES_MAX = 80
 
 
-class BetrokkeneError(Refused):
-    """The mail's customer cannot be recorded as it is; the message says why and what to do."""
+def fits(adres: str) -> bool:
+    """Does the address fit DigitaalAdres.adres (80 characters)?
+
+    Decided: an address that does not (a sender can make a Reply-To as long as they like) is left out of the
+    betrokkene, and the decision's audit event says so; the mail is still registered, and a reply still goes to
+    it: the outbox keeps the whole address.
+    """
+    return len(adres) <= ADRES_MAX
+
+
+def left_out_adres(mail: InboundMail) -> dict[str, str]:
+    """What the decision's audit event notes when the customer's address was left out of the betrokkene."""
+    adres = klant_adres(mail)
+    if adres and not fits(adres):
+        return {"digitaalAdres": f"weggelaten: {len(adres)} tekens, langer dan {ADRES_MAX}"}
+    return {}
 
 
 def klant_adres(mail: InboundMail) -> str:
@@ -34,12 +47,7 @@ def add_klant(session: Session, contact: Klantcontact, mail: InboundMail, *, ini
     session.add(betrokkene)
     session.flush()
     adres = klant_adres(mail)
-    if adres:
-        if len(adres) > ADRES_MAX:
-            raise BetrokkeneError(
-                f"the customer's address {len(adres)} characters long does not fit DigitaalAdres.adres "
-                f"({ADRES_MAX}); dismiss the mail or answer it outside kcc-mail"
-            )
+    if adres and fits(adres):
         session.add(DigitaalAdres(
             betrokkene_id=betrokkene.id, soort_digitaal_adres=SoortDigitaalAdres.EMAIL, adres=adres,
             omschrijving="e-mail uit bericht",

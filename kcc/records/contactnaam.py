@@ -73,7 +73,10 @@ def _trailing_prefix(words: list[str]) -> list[str]:
 
 
 def _build(voornaam_deel: str, voorvoegsel: str, achternaam: str) -> Contactnaam:
-    """Initials like "K." or "K.J." are voorletters; a written-out first name also gives its voorletter."""
+    """Initials like "K." or "K.J." are voorletters; a written-out first name also gives its voorletter.
+
+    The voorvoegsel keeps the case the customer wrote: "van der" in a Dutch name, but "El" in Fatima El Amrani.
+    """
     if re.fullmatch(r"(?:[A-Za-zÀ-ÿ]\.\s?)+", voornaam_deel):
         voorletters, voornaam = voornaam_deel.replace(" ", ""), ""
     else:
@@ -81,5 +84,5 @@ def _build(voornaam_deel: str, voorvoegsel: str, achternaam: str) -> Contactnaam
         voorletters = "".join(f"{w[0].upper()}." for w in voornaam.split() if w[0].isalpha())
     return Contactnaam(
         voorletters=voorletters[:10], voornaam=voornaam[:200],
-        voorvoegsel_achternaam=voorvoegsel.lower()[:10], achternaam=achternaam[:200],
+        voorvoegsel_achternaam=voorvoegsel[:10], achternaam=achternaam[:200],
     )

@@ -11,14 +11,14 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import Table, bindparam, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from kcc.records.actor import find_or_create, parse_actor
 from kcc.records.interne_taak import TOELICHTING_MAX, create_interne_taak
-from store.klantinteracties import Klantcontact
+from store.klantinteracties import InterneTaak, Klantcontact
 from store.outbox import OutboxMessage
-from store.states import OutboxStatus
+from store.states import OutboxStatus, TaakStatus
 from store.types import UTCDateTime, utcnow
 
 GEVRAAGDE_HANDELING = "Antwoord niet afgeleverd"
@@ -48,8 +48,16 @@ def undelivered(session: Session, outbox: OutboxMessage, reason: str) -> None:
         raise LookupError(f"outbox {outbox.id} points at klantcontact {outbox.klantcontact_id}, which is missing")
     if outbox.status != OutboxStatus.SENT:
         contact.indicatie_contact_gelukt = False
+    text = toelichting(outbox, reason)
+    open_task = session.scalar(select(InterneTaak).where(
+        InterneTaak.aanleidinggevend_klantcontact_id == contact.id,
+        InterneTaak.gevraagde_handeling == GEVRAAGDE_HANDELING, InterneTaak.status == TaakStatus.TE_VERWERKEN,
+    ).limit(1))
+    if open_task is not None:  # a resend that failed again: the KCC's open task says so, no second one
+        open_task.toelichting = text
+        return
     kcc = find_or_create(session, KCC)
-    create_interne_taak(session, contact, GEVRAAGDE_HANDELING, toelichting(outbox, reason), [kcc], now=utcnow())
+    create_interne_taak(session, contact, GEVRAAGDE_HANDELING, text, [kcc], now=utcnow())
 
 
 def toelichting(outbox: OutboxMessage, reason: str) -> str:

@@ -1,30 +1,63 @@
-"""Klantcontacten as registered (F8618): listed newest first, or one in full with everything attached."""
+"""Klantcontacten as registered (F8618): listed newest first, found by the identifiers people quote, shown."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
-from kcc.errors import NotFound
+from kcc.errors import NotFound, Refused
 from kcc.records.api_json import klantcontact_json
+from kcc.usecases.paging import Page
+from kcc.usecases.references import as_id, as_uuid
 from store.klantinteracties import Klantcontact
 from store.uow import UnitOfWork
 
 
 class ContactNotFound(NotFound):
-    """No klantcontact has that id."""
+    """No klantcontact has that identifier."""
 
 
-def list_contacts(uow: UnitOfWork, *, limit: int = 100) -> list[dict[str, Any]]:
+class AmbiguousReference(Refused):
+    """The identifier names two different records (an id and a referentienummer); the uuid names one."""
+
+
+def list_contacts(uow: UnitOfWork, *, limit: int | None = 100, offset: int = 0) -> Page[dict[str, Any]]:
     with uow:
         query = select(Klantcontact).order_by(Klantcontact.plaatsgevonden_op.desc(), Klantcontact.id.desc())
-        return [klantcontact_json(uow.session, c, embed=False) for c in uow.session.scalars(query.limit(limit))]
+        total = uow.session.scalar(select(func.count()).select_from(Klantcontact)) or 0
+        rows = uow.session.scalars(query.offset(offset).limit(limit))
+        return Page((klantcontact_json(uow.session, c, embed=False) for c in rows), total=total, offset=offset,
+                    limit=limit)
 
 
-def show_contact(uow: UnitOfWork, contact_id: int) -> dict[str, Any]:
+def show_contact(uow: UnitOfWork, reference: str | int) -> dict[str, Any]:
+    """One klantcontact by its uuid, its referentienummer or its id (see `find_klantcontact`)."""
     with uow:
-        contact = uow.session.get(Klantcontact, contact_id)
-        if contact is None:
-            raise ContactNotFound(f"no klantcontact with id {contact_id}; `kcc-mail contacts list` lists them")
-        return klantcontact_json(uow.session, contact, embed=True)
+        return klantcontact_json(uow.session, find_klantcontact(uow.session, reference), embed=True)
+
+
+def find_klantcontact(session: Session, reference: str | int) -> Klantcontact:
+    """The klantcontact a person means: its uuid, its referentienummer (the number the customer quotes, leading
+    zeros and all) or its id. A value that is both the referentienummer of one and the id of another is refused."""
+    text = str(reference).strip()
+    by_uuid = as_uuid(text)
+    if by_uuid is not None:
+        found = session.scalar(select(Klantcontact).where(Klantcontact.uuid == by_uuid))
+        if found is None:
+            raise ContactNotFound(f"no klantcontact with uuid {text}; `kcc-mail contacts list` lists them")
+        return found
+    by_number = session.scalar(select(Klantcontact).where(Klantcontact.referentienummer == text))
+    by_id = session.get(Klantcontact, int(text)) if as_id(text) else None
+    if by_number is not None and by_id is not None and by_number.id != by_id.id:
+        raise AmbiguousReference(
+            f"{text} is the referentienummer of klantcontact {by_number.uuid} and the id of klantcontact "
+            f"{by_id.uuid}; give the uuid of the one you mean"
+        )
+    found = by_number or by_id
+    if found is None:
+        raise ContactNotFound(
+            f"no klantcontact with referentienummer or id {text}; `kcc-mail contacts list` lists them"
+        )
+    return found

@@ -16,11 +16,12 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, or_, select, update
+from sqlalchemy import Table, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from kcc.errors import NotFound, Refused
 from kcc.records import reply_outcome
+from kcc.usecases.paging import Page
 from replies.delivery import (
     DEFAULT_SETTINGS,
     DUE,
@@ -320,16 +321,19 @@ def mark_bounced(session: Session, outbox: OutboxMessage, bounce_mail_id: int, r
 # --- the operator's side ----------------------------------------------------------------------------------------
 
 
-def list_messages(uow: UnitOfWork, *, status: str | None = None, limit: int = 500) -> list[dict[str, Any]]:
-    """The newest `limit` outbox rows (optionally of one status), shown oldest first."""
+def list_messages(
+    uow: UnitOfWork, *, status: str | None = None, limit: int | None = 500, offset: int = 0,
+) -> Page[dict[str, Any]]:
+    """The newest outbox rows (optionally of one status), a page of `limit` after skipping `offset`, oldest first."""
     if status is not None and status not in tuple(OutboxStatus):
         known = ", ".join(OutboxStatus)
         raise OutboxError(f"unknown outbox status {status!r}; choose one of {known} or all")
+    conditions = [OutboxMessage.status == status] if status is not None else []
     with uow:
-        query = select(OutboxMessage).order_by(OutboxMessage.id.desc()).limit(limit)
-        if status is not None:
-            query = query.where(OutboxMessage.status == status)
-        return [outbox_json(row) for row in reversed(uow.session.scalars(query).all())]
+        query = select(OutboxMessage).where(*conditions).order_by(OutboxMessage.id.desc()).offset(offset).limit(limit)
+        total = uow.session.scalar(select(func.count()).select_from(OutboxMessage).where(*conditions)) or 0
+        rows = reversed(uow.session.scalars(query).all())
+        return Page((outbox_json(row) for row in rows), total=total, offset=offset, limit=limit)
 
 
 def resend(

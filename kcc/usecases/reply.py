@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from kcc.config import Config
 from kcc.errors import Refused
 from kcc.records.actor import ActorRef
-from kcc.records.betrokkene import add_klant
+from kcc.records.betrokkene import add_klant, left_out_adres
 from kcc.records.bijlage import Document, add_bijlage
 from kcc.records.klantcontact import create_klantcontact, link_actoren, link_onderwerp, next_referentienummer
 from kcc.usecases.review import (
@@ -79,6 +79,11 @@ def refusal_to_answer(mail: InboundMail, follow_up: Reply) -> str | None:
     return None
 
 
+def written_at(mail: InboundMail) -> datetime:
+    """When the customer wrote the mail, as the quote line and "uw e-mail van …" say: its Date, else its arrival."""
+    return mail.sent_at or mail.received_at
+
+
 def template_context(config: Config, mail: InboundMail, referentienummer: str) -> dict[str, object]:
     """The standard values every reply template may use (see replies.render)."""
     return {
@@ -87,7 +92,7 @@ def template_context(config: Config, mail: InboundMail, referentienummer: str) -
         "klant_naam": mail.from_name,
         "onderwerp": mail.subject,
         "referentienummer": referentienummer,
-        "ontvangen_op": dutch_datetime(mail.received_at.astimezone(LOCAL_TIME)),
+        "ontvangen_op": dutch_datetime(written_at(mail).astimezone(LOCAL_TIME)),
         "tekst": "",
     }
 
@@ -108,7 +113,7 @@ def compose(
             message_id=mail.message_id if not mail.message_id_synthetic else "", subject=mail.subject,
             from_name=mail.from_name, from_address=mail.from_address, reply_to=tuple(mail.reply_to),
             references=tuple(mail.references), text=mail.text_body,
-            received_at=mail.received_at.astimezone(LOCAL_TIME),
+            received_at=written_at(mail).astimezone(LOCAL_TIME),
         )
         return compose_reply(
             original, rendered, Sender(config.smtp.from_address, config.smtp.from_name),
@@ -145,7 +150,7 @@ def reply(
         audit.record(
             session, str(medewerker), "mail.geregistreerd", "inbound_mail", mail.id, klantcontact=str(contact.uuid),
             opvolging="antwoord", antwoordKlantcontact=str(antwoord.uuid), outbox=outbox.id,
-            template=follow_up.template, geforceerd=follow_up.force,
+            template=follow_up.template, geforceerd=follow_up.force, **left_out_adres(mail),
         )
         uow.commit()
         return Registered(mail.id, contact.id, str(contact.uuid), contact.referentienummer,

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, selectinload
 from kcc.config import Config
 from kcc.errors import NotFound, Refused
 from kcc.records.actor import ActorRef, find_or_create, service_actor
+from kcc.records.betrokkene import left_out_adres
 from kcc.records.interne_taak import create_interne_taak
 from kcc.records.klantcontact import register_incoming
 from store import audit
@@ -93,7 +94,7 @@ def register(
         mail = lock_mail_for_decision(session, mail_id)
         contact, beoordelaar, _actoren = register_mail(session, config, mail, medewerker)
         result = Registered(mail.id, contact.id, str(contact.uuid), contact.referentienummer)
-        details: dict[str, object] = {"klantcontact": str(contact.uuid), "opvolging": "geen"}
+        details: dict[str, object] = {"klantcontact": str(contact.uuid), "opvolging": "geen", **left_out_adres(mail)}
         if isinstance(follow_up, HandOff):
             taak = create_interne_taak(
                 session, contact, follow_up.gevraagde_handeling, follow_up.toelichting,

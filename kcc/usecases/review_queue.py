@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
 from kcc.errors import Refused
+from kcc.usecases.paging import Page
 from kcc.usecases.review import MailNotFound
 from store.mail import InboundAttachment, InboundMail
 from store.states import MailState
@@ -21,11 +22,17 @@ class UnknownState(Refused):
 
 
 def list_mails(
-    uow: UnitOfWork, *, state: str | None = MailState.TE_BEOORDELEN, mailbox: str | None = None, limit: int = 500
-) -> list[dict[str, Any]]:
-    """Mails in `state` (all states when None), oldest received first."""
+    uow: UnitOfWork, *, state: str | None = MailState.TE_BEOORDELEN, mailbox: str | None = None,
+    limit: int | None = 500, offset: int = 0,
+) -> Page[dict[str, Any]]:
+    """Mails in `state` (all states when None), oldest received first, one page of them with the total."""
     if state is not None and state not in tuple(MailState):
         raise UnknownState(f"unknown state {state!r}; choose one of {', '.join(MailState)} or all")
+    conditions = []
+    if state is not None:
+        conditions.append(InboundMail.state == state)
+    if mailbox is not None:
+        conditions.append(InboundMail.mailbox == mailbox)
     with uow:
         counts = (
             select(InboundAttachment.inbound_mail_id, func.count().label("n"))
@@ -35,14 +42,14 @@ def list_mails(
         query = (
             select(InboundMail, func.coalesce(counts.c.n, 0))
             .outerjoin(counts, counts.c.inbound_mail_id == InboundMail.id)
+            .where(*conditions)
             .order_by(InboundMail.received_at, InboundMail.id)
+            .offset(offset)
             .limit(limit)
         )
-        if state is not None:
-            query = query.where(InboundMail.state == state)
-        if mailbox is not None:
-            query = query.where(InboundMail.mailbox == mailbox)
-        return [summary(mail, attachments) for mail, attachments in uow.session.execute(query)]
+        total = uow.session.scalar(select(func.count()).select_from(InboundMail).where(*conditions)) or 0
+        return Page((summary(mail, attachments) for mail, attachments in uow.session.execute(query)), total=total,
+                    offset=offset, limit=limit)
 
 
 def summary(mail: InboundMail, attachments: int) -> dict[str, Any]:

@@ -201,10 +201,11 @@ def test_passwords_and_tokens_never_appear_even_at_debug(tmp_path: Path, dovecot
             log += refused.stdout + refused.stderr
     finally:
         smtp_auth.stop()
-    assert "AUTHENTICATE" in log and "LOGIN" in log, "the DEBUG log does show the IMAP conversation"
+    assert "> AUTHENTICATE XOAUTH2" in log and "> LOGIN" in log, "the DEBUG log shows kcc-mail's IMAP steps"
     (tmp_path / "debug.log").write_text(log)  # kept for whoever has to look at a failure
     assert secrets_in(log) == [], "a secret in the log"
     assert "Fout-Wachtwoord-7b2e90" not in log
+    assert contents_in(log, WORDS) == [], "mail contents or addresses at DEBUG (a library's protocol log)"
 
 
 def make_user(dovecot: PrivateDovecot, prefix: str, password: str, directory: Path) -> ImapUser:

@@ -134,7 +134,8 @@ def test_a_relay_killed_between_send_and_finish_leaves_the_reply_uncertain_until
     first, second = server.messages
     assert first.data == second.data == stored == queued.data, "byte-identical"
     assert server.message_ids() == [queued.message_id, queued.message_id]
-    lines = ok(cwd, "outbox", "list").splitlines()
+    header, *lines = ok(cwd, "outbox", "list").splitlines()
+    assert header.split()[:3] == ["ID", "STATUS", "POG"]
     assert len(lines) == 1 and lines[0].split()[:3] == [str(queued.outbox_id), "sent", "2x"]
 
 

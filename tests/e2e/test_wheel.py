@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -26,7 +27,12 @@ def run(*args: str | Path, cwd: Path, timeout: float = 600) -> subprocess.Comple
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The kcc-mail command of a fresh virtual environment that has only the wheel (and its dependencies)."""
     dist = tmp_path_factory.mktemp("dist")
-    run(sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", dist, ROOT, cwd=dist)
+    source = tmp_path_factory.mktemp("source")  # a copy: building writes build/ and *.egg-info beside the sources
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    for name in ("store", "ingest", "replies", "kcc", "templates"):
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    run(sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", dist, source, cwd=dist)
     (wheel,) = dist.glob("kcc_mail-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "replies/builtin_templates/antwoord.txt.j2" in names, "the reply templates are package data"

@@ -18,6 +18,7 @@ from support.smtpserver import SmtpTestServer
 from ingest.sources.base import FetchedMail, MailCommandError, MailRef, SourceError
 from ingest.sources.imap import ImapSource
 from kcc.bootstrap import imap_settings
+from kcc.config import MailboxConfig
 
 KEYWORD = "$KccOpgeslagen"
 MakeSource = Callable[..., ImapSource]
@@ -491,3 +492,17 @@ def test_a_port_that_is_not_imap_gives_a_source_error(imap_user: ImapUser, smtp_
 
     with pytest.raises(SourceError, match=rf"127\.0\.0\.1:{smtp_server.port}.*2 tries.*220"):
         source.open()
+
+
+def test_a_password_with_non_ascii_characters_logs_in(dovecot: PrivateDovecot, tmp_path: Path) -> None:
+    password = "Wachtwoord-é€ß-42"
+    dovecot.add_user("umlaut-gebruiker", password)
+    secret = tmp_path / "wachtwoord"
+    secret.write_text(password, encoding="utf-8")
+    config = MailboxConfig(name="info", kind="imap", host=dovecot.host, port=dovecot.port, security="none",
+                           username="umlaut-gebruiker", password_file=str(secret), timeout=5)
+    source = ImapSource(imap_settings(config), max_mail_bytes=1000)
+    try:
+        assert source.open().uidvalidity > 0, "IMAP LOGIN cannot carry it; AUTHENTICATE PLAIN (UTF-8) does"
+    finally:
+        source.close()

@@ -634,3 +634,16 @@ def test_smtplib_sees_our_bytes_unchanged_with_a_leading_dot(server: FaultySmtpS
     with smtplib.SMTP(server.host, server.port, timeout=5) as client:
         assert send_message(client, SENDER, [CUSTOMER], data).accepted
     assert [m.data for m in server.messages] == [data]
+
+
+def test_a_resent_reply_that_fails_again_updates_the_kccs_task_instead_of_adding_one(
+    smtp_app: App, server: FaultySmtpServer
+) -> None:
+    queued = queue_reply(smtp_app.uow())
+    server.script(data=["554 5.7.1 refused as spam"])
+    assert relay(smtp_app).failed == 1
+    resend(smtp_app.uow(), queued.outbox_id, ANNA)
+    server.script(data=["550 5.1.1 mailbox gone"])
+    assert relay(smtp_app).failed == 1
+    taak = the_task(smtp_app, queued)  # exactly one
+    assert "550 5.1.1 mailbox gone" in taak["toelichting"]

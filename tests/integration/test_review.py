@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime
 from typing import Any
+from uuid import uuid4
 
 import pytest
 from sqlalchemy import func, select
@@ -14,9 +15,9 @@ from support.mails import RECEIVED, customer_mail, queue_mail, with_attachment
 from kcc.bootstrap import App
 from kcc.records.actor import ActorRef, medewerker, parse_actor
 from kcc.usecases import tasks as taken
-from kcc.usecases.contacts import show_contact
+from kcc.usecases.contacts import ContactNotFound, show_contact
 from kcc.usecases.review import DecisionError, HandOff, NoFollowUp, Registered, dismiss, register
-from kcc.usecases.review_queue import show_mail
+from kcc.usecases.review_queue import list_mails, show_mail
 from kcc.usecases.verify import verify
 from store.audit import AuditEvent
 from store.blobs import get_blob
@@ -183,7 +184,7 @@ def test_reroute_hands_the_task_on_and_closes_the_original_atomically(app: App) 
     assert taken.show(app.uow(), original)["status"] == "te_verwerken"
 
     new_id = taken.reroute(
-        app.uow(), original, [kcc], medewerker("piet@gemeente.nl"),
+        app.uow(), original, [kcc], medewerker("piet@gemeente.nl"), gevraagde_handeling=taken.OPNIEUW_ROUTEREN,
         toelichting="Beste collega, ik kan deze vraag helaas niet beantwoorden.", now=NOW,
     )
     old, new = taken.show(app.uow(), original), taken.show(app.uow(), new_id)
@@ -194,6 +195,15 @@ def test_reroute_hands_the_task_on_and_closes_the_original_atomically(app: App) 
     assert [a["naam"] for a in new["toegewezenAanActoren"]] == ["KCC"]
     with pytest.raises(taken.TaakError, match="only a task te_verwerken can be rerouted"):
         taken.reroute(app.uow(), original, [kcc], ANNA)
+
+
+def test_reroute_keeps_the_handeling_and_toelichting_unless_they_are_changed(app: App) -> None:
+    result = register(app.uow(), app.config, queue_mail(app, customer_mail()), terugbellen(), ANNA)
+    original = taken.show(app.uow(), result.interne_taak_id or 0)
+    moved = taken.reroute(app.uow(), original["id"], [parse_actor("afdeling:Wonen")], ANNA)
+    new = taken.show(app.uow(), moved)
+    assert (new["gevraagdeHandeling"], new["toelichting"]) == ("Terugbellen", original["toelichting"])
+    assert "wanneer het papier" in new["toelichting"], "the callback details travel with the task"
 
 
 def test_search_finds_open_tasks_by_actor_oldest_first(app: App) -> None:
@@ -255,3 +265,47 @@ def test_zz_after_all_scenarios_nothing_is_orphaned(app: App) -> None:
     """Runs last in this module: every decision above left whole records behind."""
     assert count(app, Klantcontact) > 10
     assert verify(app.uow()) == []
+
+
+def test_a_klantcontact_is_found_by_the_number_the_customer_quotes_its_uuid_or_its_id(app: App) -> None:
+    results = [register(app.uow(), app.config, queue_mail(app, customer_mail(f"Vraag {n}")), NoFollowUp(), ANNA)
+               for n in range(3)]
+    last = results[-1]
+    by_number = show_contact(app.uow(), last.referentienummer)
+    assert by_number["id"] == last.klantcontact_id, "0000000042 is a referentienummer, not id 42"
+    assert show_contact(app.uow(), last.klantcontact_uuid)["id"] == last.klantcontact_id
+    assert show_contact(app.uow(), str(last.klantcontact_id))["referentienummer"] == last.referentienummer
+    with pytest.raises(ContactNotFound, match="no klantcontact with referentienummer or id 99999999999"):
+        show_contact(app.uow(), "99999999999")
+
+
+def test_a_task_is_found_by_the_uuid_tasks_list_prints(app: App) -> None:
+    result = register(app.uow(), app.config, queue_mail(app, customer_mail()), terugbellen(), ANNA)
+    listed = next(t for t in taken.search(app.uow(), status=None) if t["id"] == result.interne_taak_id)
+    assert taken.show(app.uow(), listed["uuid"])["id"] == result.interne_taak_id
+    taken.complete(app.uow(), listed["uuid"], ANNA)
+    assert taken.show(app.uow(), str(result.interne_taak_id))["status"] == "verwerkt"
+
+
+def test_lists_come_in_pages_that_say_how_many_there_are(app: App) -> None:
+    mailbox = f"paging{uuid4().hex[:6]}"
+    for n in range(5):
+        queue_mail(app, customer_mail(f"Pagina {n}"), mailbox)
+    first = list_mails(app.uow(), mailbox=mailbox, limit=2)
+    assert ([m["subject"] for m in first], first.total) == (["Pagina 0", "Pagina 1"], 5)
+    assert first.note("mails") == "2 of 5 mails shown; --offset 2 shows the next"
+    last = list_mails(app.uow(), mailbox=mailbox, limit=2, offset=4)
+    assert [m["subject"] for m in last] == ["Pagina 4"] and last.note("mails") == "1 of 5 mails shown (from number 5)"
+    assert list_mails(app.uow(), mailbox=mailbox, limit=None).note("mails") == "5 mails"
+
+
+def test_an_address_longer_than_the_standard_allows_is_left_out_and_noted(app: App) -> None:
+    long_address = "klant." + "x" * 80 + "@example.nl"
+    mail_id = queue_mail(app, customer_mail(extra_headers=f"Reply-To: {long_address}\r\n"))
+    result = register(app.uow(), app.config, mail_id, NoFollowUp(), ANNA)
+    contact = show_contact(app.uow(), result.klantcontact_uuid)
+    assert [b["digitaleAdressen"] for b in contact["hadBetrokkenen"]] == [[]]
+    with app.uow() as uow:
+        event = uow.session.scalars(select(AuditEvent).where(
+            AuditEvent.action == "mail.geregistreerd", AuditEvent.object_id == str(mail_id))).one()
+    assert event.details["digitaalAdres"].startswith("weggelaten: 97 tekens")

@@ -112,3 +112,57 @@ def test_secrets_come_from_the_environment_or_a_file(tmp_path: Path) -> None:
     assert resolve_secret("", str(secret_file), "mailbox info", {}) == "uit-bestand"
     with pytest.raises(ConfigError, match="environment variable KCC_PW is not set"):
         resolve_secret("KCC_PW", "", "mailbox info", {})
+
+
+def test_a_secret_pasted_into_password_env_is_never_printed(tmp_path: Path) -> None:
+    from kcc.bootstrap import smtp_settings
+
+    text = ('[smtp]\nkind = "smtp"\nhost = "smtp.gemeente.nl"\nusername = "kcc"\n'
+            'password_env = "MyRealPassw0rd!"\n')
+    config = load_config(write(tmp_path, text), environ={})
+    settings = smtp_settings(config.smtp, environ={})
+    assert settings.secret is not None
+    with pytest.raises(ConfigError) as refused:
+        settings.secret()
+    assert "MyRealPassw0rd" not in str(refused.value) and "password_env must name an environment variable" in str(
+        refused.value)
+
+
+@pytest.mark.parametrize("text", ['[smtp]\npassword_file = 42\n', '[smtp]\ntoken_env = ["MyRealPassw0rd!"]\n'])
+def test_a_wrong_type_of_a_secret_key_is_refused_without_its_value(tmp_path: Path, text: str) -> None:
+    with pytest.raises(ConfigError, match="must be str") as refused:
+        load_config(write(tmp_path, text), environ={})
+    assert "MyRealPassw0rd" not in str(refused.value) and "42" not in str(refused.value)
+
+
+def test_a_password_in_the_database_url_is_refused_with_the_alternatives(tmp_path: Path) -> None:
+    text = '[database]\nurl = "postgresql+psycopg://kcc:Geheim-DB-1@db.gemeente.nl/kcc"\n'
+    with pytest.raises(ConfigError, match="KCC_DATABASE_URL.*database.password_file") as refused:
+        load_config(write(tmp_path, text), environ={})
+    assert "Geheim-DB-1" not in str(refused.value)
+    secret = tmp_path / "db-wachtwoord"
+    secret.write_text("Geheim-DB-1\n")
+    config = load_config(write(tmp_path, f'[database]\nurl = "postgresql+psycopg://kcc@db.gemeente.nl/kcc"\n'
+                                          f'password_file = "{secret}"\n'), environ={})
+    assert config.database.url_with_password() == "postgresql+psycopg://kcc:Geheim-DB-1@db.gemeente.nl/kcc"
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('[smtp]\nfrom_address = "info@gemeente.nl\\r\\nBcc: kwaad@example.org"\n', "smtp.from_address"),
+    ('[smtp]\nfrom_address = "Gemeente <info@gemeente.nl>"\n', "one plain e-mail address"),
+    ('[replies]\nlease_seconds = -1\n', "replies.lease_seconds must be more than 0"),
+    ('[storage]\nmax_mail_bytes = 0\n', "storage.max_mail_bytes must be more than 0"),
+    ('[smtp]\ndata_timeout = -5\n', "smtp.data_timeout must be more than 0"),
+])
+def test_values_that_cannot_work_are_refused_at_start(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, text), environ={})
+
+
+def test_a_configuration_file_that_is_not_utf8_or_is_a_folder_is_one_clear_error(tmp_path: Path) -> None:
+    latin = tmp_path / "kcc-mail.toml"
+    latin.write_bytes('[organisatie]\nnaam = "Gemeente Súdwest-Fryslân"\n'.encode("latin-1"))
+    with pytest.raises(ConfigError, match="is not UTF-8 text"):
+        load_config(latin, environ={})
+    with pytest.raises(ConfigError, match="is a folder"):
+        load_config(tmp_path, environ={})

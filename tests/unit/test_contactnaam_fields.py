@@ -18,6 +18,8 @@ from kcc.records.fields import INGEKORT, fit_inhoud, fit_onderwerp
         ("Marie 't Hart", Contactnaam("M.", "Marie", "'t", "Hart")),
         ("Peter de Jong-van Dijk", Contactnaam("P.", "Peter", "de", "Jong-van Dijk")),
         ("Jan Jansen", Contactnaam("J.", "Jan", "", "Jansen")),
+        ("Fatima El Amrani", Contactnaam("F.", "Fatima", "El", "Amrani")),  # as she writes it
+        ("Jan Van Dijk", Contactnaam("J.", "Jan", "Van", "Dijk")),
         ("Jan", Contactnaam("J.", "Jan", "", "")),
         ("Bakkerij De Graaf B.V.", Contactnaam(organisatienaam="Bakkerij De Graaf B.V.")),
         ("Stichting Wonen Wittewiek", Contactnaam(organisatienaam="Stichting Wonen Wittewiek")),

@@ -703,3 +703,15 @@ def test_made_delivery_report_parts_are_exposed_for_the_classifier() -> None:
     assert parsed.report is not None and parsed.report.report_type == "delivery-status"
     assert "Action: failed" in parsed.report.status
     assert "Message-id: <antwoord-1@gemeente.nl>" in parsed.report.original_headers
+
+
+@pytest.mark.parametrize(("encoded", "expected"), [
+    ("ciële.txt".encode(), "ciële.txt"),  # raw UTF-8, as many mail programs send it
+    ("ciële.txt".encode("cp1252"), "ciële.txt"),  # raw windows-1252: read as such, with a defect
+])
+def test_a_raw_8bit_attachment_name_is_decoded(encoded: bytes, expected: str) -> None:
+    raw = (b"From: Jan <jan@example.nl>\r\nSubject: x\r\nMIME-Version: 1.0\r\n"
+           b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nx\r\n--b\r\n"
+           b'Content-Type: text/plain; name="' + encoded + b'"\r\nContent-Disposition: attachment; filename="'
+           + encoded + b'"\r\n\r\ninhoud\r\n--b--\r\n')
+    assert [a.filename for a in parse_mail(raw).attachments] == [expected]

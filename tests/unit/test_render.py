@@ -406,3 +406,9 @@ def test_nested_ranges_are_stopped_by_the_clock(tmp_path: Path, monkeypatch: pyt
     })
     with pytest.raises(TemplateError, match="took longer than 1 s"):
         render(templates, "lussen")
+
+
+def test_the_acknowledgement_subject_does_not_pile_re_on_re(shipped: ReplyTemplates) -> None:
+    rendered = render(shipped, "ontvangstbevestiging", onderwerp="RE: Re: Vraag over de afvalkalender")
+    assert rendered.subject == "Ontvangstbevestiging: Vraag over de afvalkalender"
+    assert 'over "Vraag over de afvalkalender"' in rendered.text
