@@ -191,7 +191,8 @@ def test_a_template_that_never_ends_is_stopped_and_never_holds_the_mail_locked(
 
 
 def test_the_quote_line_gives_the_moment_the_customer_wrote_not_when_we_fetched(app: App) -> None:
-    written = customer_mail().replace(b"Date: Mon, 23 Nov 2026 09:15:00 +0100", b"Date: Sun, 22 Nov 2026 21:03:00 +0100")
+    written = customer_mail().replace(b"Date: Mon, 23 Nov 2026 09:15:00 +0100",
+                                      b"Date: Sun, 22 Nov 2026 21:03:00 +0100")
     result = reply(app.uow(), app.config, queue_mail(app, written), TEKST, ANNA)
     assert result.outbox_id is not None
     message = sent_message(app, outbox(app, result.outbox_id))
