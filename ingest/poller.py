@@ -30,6 +30,7 @@ IDLE_SLICE_SECONDS = 5.0
 PIPELINE_MIN_MAILS = 20  # fewer new mails than this are parsed here: starting a worker would cost more
 PIPELINE_DEPTH = 8  # mails fetched and parsing ahead of the one being stored; bounds the memory held in flight
 MAX_BACKOFF_SECONDS = 60.0
+STANDBY_SECONDS = 30.0  # how often a standby instance checks whether the other's lease has run out
 
 
 @dataclass
@@ -128,6 +129,8 @@ class Poller:
         self._stop = stop or threading.Event()
         self._known: set[str] | None = None  # during a re-scan: the sha256 of every mail already stored
         self._pool: ParsePool | None = None  # parse workers, once there was a backlog worth them
+        self.standing_by = False
+        """True while another process holds this mailbox's lease (a second instance on standby)."""
 
     @property
     def mailbox(self) -> str:
@@ -137,8 +140,14 @@ class Poller:
         """Fetch everything new (a full re-scan after a UIDVALIDITY change) and return the counts."""
         state = self._ledger.acquire_lease(self.mailbox, self._owner)
         if state is None:
-            log.info("mailbox=%s is being polled by another process; skipped", self.mailbox, extra=self._context)
+            if not self.standing_by:
+                log.info("mailbox=%s is polled by another process; this one stands by and takes over when that "
+                         "process's lease runs out", self.mailbox, extra=self._context)
+            self.standing_by = True
             return IntakeSummary()
+        if self.standing_by:
+            log.info("mailbox=%s taken over from the other process", self.mailbox, extra=self._context)
+            self.standing_by = False
         try:
             status = self._source.open()
         except SourceError as exc:  # e.g. login refused, an expired token: `kcc-mail status` must show why
@@ -274,7 +283,10 @@ class Poller:
             try:
                 self.run_once()
                 failures = 0
-                self._wait_for_mail()
+                if self.standing_by:  # the other process polls; look again well before its lease could run out
+                    self._stop.wait(min(self._settings.poll_interval, STANDBY_SECONDS))
+                else:
+                    self._wait_for_mail()
                 continue
             except SourceError as exc:
                 problem = f"unreachable ({exc})"

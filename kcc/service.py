@@ -86,16 +86,16 @@ def run_bounces(app: App, stop: threading.Event) -> None:
 
 
 def run_heartbeat(app: App, stop: threading.Event, heartbeat: Heartbeat) -> None:
-    """Tell `kcc-mail status` this process is alive, every `monitoring.heartbeat_interval` seconds until `stop`."""
-    try:
-        for owner in forget_dead(app.uow(), app.config.monitoring):
-            log.warning("process %s died without stopping (its heartbeat stopped); forgotten", owner)
-    except Exception as exc:  # the database may be away for a moment; the beats below try again
-        log_failure(log, "could not clear the heartbeats of dead processes", exc)
+    """Tell `kcc-mail status` this process is alive, every `monitoring.heartbeat_interval` seconds until `stop`.
+
+    Each beat also forgets processes that died, so a killed instance's warning clears once another runs.
+    """
     while not stop.is_set():
         try:
+            for owner in forget_dead(app.uow(), app.config.monitoring):
+                log.warning("process %s died without stopping (its heartbeat stopped); forgotten", owner)
             beat(app.uow(), heartbeat)
-        except Exception as exc:
+        except Exception as exc:  # the database may be away for a moment; the next beat tries again
             log_failure(log, "could not write the heartbeat; trying again in the next interval", exc)
         stop.wait(app.config.monitoring.heartbeat_interval)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
+import socket
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -48,14 +50,35 @@ def beat(uow: UnitOfWork, heartbeat: Heartbeat, *, now: datetime | None = None) 
         uow.commit()
 
 
-def forget_dead(uow: UnitOfWork, monitoring: MonitoringConfig, *, now: datetime | None = None) -> list[str]:
-    """At start: remove rows of processes that died earlier, so a restart after a crash is healthy again.
+def process_is_gone(owner: str) -> bool:
+    """True when `owner` was a process on this host that no longer exists (killed, crashed).
 
-    Returns their owners, for the log. A live process's row is never older than the threshold, so it stays.
+    Owners are named `host:pid:…` (kcc.service.process_owner). A process on another host, or one that cannot be
+    checked, counts as alive: only its silence (heartbeat, lease) tells.
+    """
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # it exists, but belongs to another user
+        return False
+    return False
+
+
+def forget_dead(uow: UnitOfWork, monitoring: MonitoringConfig, *, now: datetime | None = None) -> list[str]:
+    """Remove the rows of processes that died, so the service is healthy again once a live process runs.
+
+    Called at start and on every beat. Returns their owners, for the log. A live process's row is never older
+    than the threshold, so it stays; a process on this host whose pid is gone is forgotten at once.
     """
     cutoff = (now or utcnow()) - dead_after(monitoring)
     with uow:
-        owners = list(uow.session.scalars(select(ServiceHeartbeat.owner).where(ServiceHeartbeat.beat_at < cutoff)))
+        rows = uow.session.execute(select(ServiceHeartbeat.owner, ServiceHeartbeat.beat_at)).all()
+        owners = [owner for owner, beat_at in rows if beat_at < cutoff or process_is_gone(owner)]
         if owners:
             uow.session.execute(delete(ServiceHeartbeat).where(ServiceHeartbeat.owner.in_(owners)))
             uow.commit()

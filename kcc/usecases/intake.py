@@ -7,8 +7,6 @@ port. Each call is one transaction. Parsing happens before it opens, so a slow m
 from __future__ import annotations
 
 import logging
-import os
-import socket
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -18,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from ingest.analysis import Analysis, StoredMail, mail_row
 from ingest.poller import MailboxProgress
 from ingest.sources.base import FetchedMail
+from kcc.usecases.heartbeat import process_is_gone
 from store.engine import describe_error, is_unavailable
 from store.inbound import insert_inbound_mail
 from store.mail import InboundMail, MailboxState
@@ -132,7 +131,7 @@ def acquire_lease(uow: UnitOfWork, mailbox: str, owner: str, seconds: int = LEAS
             session.add(state)
         elif (
             state.lease_owner not in ("", owner) and state.lease_until is not None and state.lease_until > now
-            and not holder_is_gone(state.lease_owner)
+            and not process_is_gone(state.lease_owner)
         ):
             return None
         state.lease_owner, state.lease_until = owner, now + timedelta(seconds=seconds)
@@ -142,26 +141,6 @@ def acquire_lease(uow: UnitOfWork, mailbox: str, owner: str, seconds: int = LEAS
         except IntegrityError:  # another process created the row at the same moment; it wins this round
             return None
         return progress
-
-
-def holder_is_gone(owner: str) -> bool:
-    """True when the lease holder was a process on this host that no longer exists (killed, crashed).
-
-    Without this, a service restarted after a crash would not poll for up to LEASE_SECONDS. Owners are named
-    `host:pid:…` (kcc.service.process_owner). A holder on another host, or one that cannot be checked, counts as
-    alive: its lease simply runs out.
-    """
-    host, _, rest = owner.partition(":")
-    pid = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except OSError:  # it exists, but belongs to another user
-        return False
-    return False
 
 
 def release_lease(uow: UnitOfWork, mailbox: str, owner: str) -> None:

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from kcc.config import Config
 from kcc.monitoring import Backlog, Figures, MailboxFigures, ProcessFigures, Report, dead_after, evaluate
+from kcc.usecases.heartbeat import process_is_gone
 from store.mail import InboundMail, MailboxState
 from store.monitoring import ServiceHeartbeat
 from store.outbox import OutboxMessage
@@ -68,7 +69,8 @@ def _processes(session: Session, alive_since: datetime) -> tuple[ProcessFigures,
     return tuple(
         ProcessFigures(
             owner=row.owner, started_at=row.started_at, beat_at=row.beat_at, version=row.version,
-            intake=tuple(row.intake), relay=row.relay, alive=row.beat_at >= alive_since,
+            intake=tuple(row.intake), relay=row.relay,
+            alive=row.beat_at >= alive_since and not process_is_gone(row.owner),
         )
         for row in rows
     )

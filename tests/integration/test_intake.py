@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
+import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,7 @@ from ingest.sources.base import SourceError
 from kcc.bootstrap import App, build_app
 from kcc.config import StorageConfig
 from kcc.service import make_poller, poll_once, process_owner
+from kcc.usecases.intake import acquire_lease, release_lease
 from kcc.usecases.review_queue import list_mails, show_mail
 from store.blobs import get_blob
 from store.mail import InboundMail, MailboxState
@@ -269,6 +273,38 @@ def test_two_processes_on_one_mailbox_store_each_mail_once(intake: App, imap_use
     assert sorted(r.subject for r in stored(intake)) == sorted(f"Gelijktijdig {i}" for i in range(40))
     assert "fetched=0 stored=0 quarantined=0 duplicates=0" in summaries  # the lease kept the second one out
     assert all(KEYWORD in flags for _, flags in server_mails(imap_user).values())
+
+
+def test_a_standby_instance_waits_quietly_and_takes_over_when_the_lease_is_given_up(
+    intake: App, imap_user: ImapUser, caplog: pytest.LogCaptureFixture
+) -> None:
+    mailbox = replace(intake.config.mailboxes[0], poll_interval=0.1)
+    other = "kcc02:77:actief01"  # a live instance on another host holds the mailbox
+    assert acquire_lease(intake.uow(), mailbox.name, other, seconds=3600) is not None
+    imap_user.append(mail("Wacht op de overname"))
+    stop = threading.Event()
+    poller = make_poller(intake, mailbox, process_owner(), stop=stop)
+    standby = threading.Thread(target=poller.run_forever)
+    with caplog.at_level(logging.INFO, logger="ingest"):
+        standby.start()
+        try:
+            time.sleep(1.0)  # about ten rounds: each only asks for the lease
+            assert poller.standing_by and stored(intake) == []
+            release_lease(intake.uow(), mailbox.name, other)  # the active instance stops cleanly
+            deadline = time.monotonic() + 20
+            while not stored(intake) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            stop.set()
+            standby.join(timeout=30)
+    assert [r.subject for r in stored(intake)] == ["Wacht op de overname"]
+    ours = [r for r in caplog.records if r.name.startswith("ingest")]
+    assert [r for r in ours if r.levelno >= logging.WARNING] == []
+    assert [r.getMessage() for r in ours if "another process" in r.getMessage()] == [
+        f"mailbox={mailbox.name} is polled by another process; this one stands by and takes over when that "
+        "process's lease runs out"
+    ]
+    assert f"mailbox={mailbox.name} taken over from the other process" in [r.getMessage() for r in ours]
 
 
 def test_a_refused_login_is_recorded_for_status(

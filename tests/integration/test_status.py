@@ -6,6 +6,9 @@ Also the heartbeat the running service writes, and the migration that brings a 0
 from __future__ import annotations
 
 import re
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -162,6 +165,24 @@ def test_a_service_that_never_ran_died_or_stopped_is_told_apart(monitored: App) 
     assert messages(report, Level.CRITICAL) == ["service not running (never started, or stopped cleanly)"]
 
 
+def test_a_killed_process_on_this_host_is_shown_dead_at_once_and_forgotten_by_the_next_beat(
+    monitored: App
+) -> None:
+    now = utcnow()
+    assert poll_once(monitored, monitored.config.mailboxes)[1] == []
+    killed = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    owner = f"{socket.gethostname()}:{killed.pid}:kill0001"
+    beat(monitored.uow(), Heartbeat(owner, now - timedelta(hours=1), ("info",), True), now=now)
+    assert check_status(monitored.uow(), monitored.config, now=now).level == Level.OK
+    killed.kill()
+    killed.wait()
+    report = check_status(monitored.uow(), monitored.config, now=now)  # its last beat is fresh, its pid is gone
+    assert messages(report, Level.CRITICAL) == [
+        f"service not running: process {socket.gethostname()}:{killed.pid} died (last heartbeat 0 s ago)"
+    ]
+    assert forget_dead(monitored.uow(), monitored.config.monitoring, now=now) == [owner]
+
+
 def test_a_part_no_running_process_does_warns(monitored: App) -> None:
     now = utcnow()
     assert poll_once(monitored, monitored.config.mailboxes)[1] == []
@@ -197,6 +218,12 @@ def test_the_running_service_beats_and_removes_its_row_on_a_clean_stop(monitored
     service.start()
     try:
         rows = wait_for_heartbeats(app, beats=2)
+        died = Heartbeat("kcc09:5:dood0001", utcnow() - timedelta(hours=1), ("info",), True)
+        beat(app.uow(), died, now=utcnow() - timedelta(minutes=5))  # another instance died while this one runs
+        deadline = time.monotonic() + 10
+        while died.owner in [r.owner for r in heartbeats(app)] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [r.owner for r in heartbeats(app)] == [row.owner for row in rows], "forgotten by a beat, not a restart"
     finally:
         stop.set()
         service.join(timeout=20)
