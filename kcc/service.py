@@ -8,7 +8,7 @@ import signal
 import socket
 import threading
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import FrameType
 
 from ingest.poller import IntakeSummary, Poller, PollSettings
@@ -17,7 +17,7 @@ from kcc.bootstrap import App, classify_options, relay_settings
 from kcc.config import MailboxConfig
 from kcc.logs import log_failure
 from kcc.usecases.bounces import process_bounces
-from kcc.usecases.heartbeat import Heartbeat, beat, forget_dead, remove_heartbeat
+from kcc.usecases.heartbeat import Heartbeat, beat, forget_dead, kcc_version, remove_heartbeat
 from replies import relay as outbox_relay
 from replies.delivery import RelaySummary
 from replies.relay import SentCopy
@@ -108,10 +108,36 @@ def stop_heartbeat(app: App, owner: str) -> None:
         log_failure(log, "could not remove the heartbeat; status says this process died until the next start", exc)
 
 
+def describe(app: App, owner: str, *, intake: bool, relay: bool) -> list[str]:
+    """What this process watches and where it sends, said once at start (never a password: only places)."""
+    config = app.config
+    lines = [f"kcc-mail running (version {kcc_version()}, process {owner}); "
+             f"database {app.engine.url.render_as_string(hide_password=True)}"]
+    for mailbox in config.mailboxes if intake else ():
+        if mailbox.kind == "imap":
+            place = f"IMAP {mailbox.username}@{mailbox.host}:{mailbox.port} folder {mailbox.folder}"
+            when = f"at once where the server has IDLE, else every {mailbox.poll_interval:g} s"
+        else:
+            place, when = f"Maildir {mailbox.path}", "as soon as a file arrives in new/"
+        lines.append(f"intake: mailbox {mailbox.name} from {place}, {when}")
+    if intake and not config.mailboxes:
+        lines.append("intake: no mailbox configured ([[mailboxes]] in the configuration)")
+    if relay:
+        smtp = config.smtp
+        target = f"SMTP {smtp.host}:{smtp.port}" if smtp.kind == "smtp" else f"the folder {smtp.directory}"
+        lines.append(f"replies: sent to {target} as {smtp.from_address or '(no from_address)'}")
+    lines.append("stop with Ctrl-C or SIGTERM: the mail in hand is finished first")
+    return lines
+
+
 def run_service(
-    app: App, stop: threading.Event | None = None, *, intake: bool = True, relay: bool = True
+    app: App, stop: threading.Event | None = None, *, intake: bool = True, relay: bool = True,
+    announce: Callable[[str], None] | None = None,
 ) -> None:
-    """Intake for every mailbox and the outbox relay until SIGTERM or SIGINT; the mail in hand is finished first."""
+    """Intake for every mailbox and the outbox relay until SIGTERM or SIGINT; the mail in hand is finished first.
+
+    Once everything runs, `announce` gets the lines of `describe`: an operator sees what runs, at any log level.
+    """
     stop = stop or threading.Event()
     owner = process_owner()
 
@@ -140,8 +166,10 @@ def run_service(
     heartbeat_thread = threading.Thread(target=run_heartbeat, args=(app, heartbeat_stop, heartbeat),
                                         name="heartbeat", daemon=True)
     heartbeat_thread.start()
-    log.info("kcc-mail running: intake for %s; relay %s",
-             ", ".join(m.name for m in app.config.mailboxes) if intake else "none", "on" if relay else "off")
+    for line in describe(app, owner, intake=intake, relay=relay):
+        log.info("%s", line)
+        if announce is not None:
+            announce(line)
     while not stop.is_set() and any(t.is_alive() for t in threads):
         stop.wait(1.0)
     stop.set()

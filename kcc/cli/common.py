@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from kcc.bootstrap import App, build_app
+from kcc.cli.output import safe
 from kcc.config import Config, load_config
 from kcc.errors import ConfigurationError, KccError, NotFound, PeerUnreachable, Refused
 
@@ -100,3 +101,8 @@ JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print Klanti
 
 def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+
+
+def announce(line: str) -> None:
+    """A line the running service says once at start, on stderr (stdout stays free for data)."""
+    click.echo(safe(line), err=True)

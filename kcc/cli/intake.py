@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from kcc.cli.common import ID, LIMIT_OPTION, OFFSET_OPTION, Context, echo_json, page_limit
+from kcc.cli.common import ID, LIMIT_OPTION, OFFSET_OPTION, Context, announce, echo_json, page_limit
 from kcc.cli.output import cut, safe, safe_block
 from kcc.service import poll_once, run_service
 from kcc.usecases.review_queue import UnknownState, list_mails, show_mail
@@ -23,7 +23,8 @@ def poll(context: Context, once: bool, mailbox_name: str | None) -> None:
     app = context.app()
     mailboxes = [app.config.mailbox(mailbox_name)] if mailbox_name else list(app.config.mailboxes)
     if not once:
-        run_service(replace(app, config=replace(app.config, mailboxes=tuple(mailboxes))), relay=False)
+        run_service(replace(app, config=replace(app.config, mailboxes=tuple(mailboxes))), relay=False,
+                    announce=announce)
         return
     summary, unreachable = poll_once(app, mailboxes)
     click.echo(summary.line())
@@ -36,8 +37,8 @@ def poll(context: Context, once: bool, mailbox_name: str | None) -> None:
 @click.command()
 @click.pass_obj
 def run(context: Context) -> None:
-    """Run the service: intake for every mailbox until SIGTERM or SIGINT."""
-    run_service(context.app())
+    """Run the service: intake for every mailbox and the reply relay, until SIGTERM or SIGINT."""
+    run_service(context.app(), announce=announce)
 
 
 @click.group()
