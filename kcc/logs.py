@@ -65,6 +65,8 @@ def configure_logging(level: str, fmt: str) -> None:
         logging.getLogger("alembic").setLevel(logging.WARNING)
     for name in QUIET_LIBRARIES:
         logging.getLogger(name).setLevel(logging.WARNING)
+    start = logging.getLogger("kcc.start")  # `kcc-mail run` says once what it watches, whatever the level
+    start.setLevel(min(logging.INFO, root.level))
 
 
 QUIET_LIBRARIES = ("imapclient", "imaplib", "mail.log", "sqlalchemy.engine", "sqlalchemy.pool")

@@ -8,7 +8,7 @@ import signal
 import socket
 import threading
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from types import FrameType
 
 from ingest.poller import IntakeSummary, Poller, PollSettings
@@ -24,6 +24,8 @@ from replies.relay import SentCopy
 from store.types import utcnow
 
 log = logging.getLogger(__name__)
+START_LOG = logging.getLogger("kcc.start")
+"""What the service runs, said once at start; kcc.logs lets its INFO lines through at any log level."""
 
 
 def process_owner() -> str:
@@ -109,13 +111,14 @@ def stop_heartbeat(app: App, owner: str) -> None:
 
 
 def describe(app: App, owner: str, *, intake: bool, relay: bool) -> list[str]:
-    """What this process watches and where it sends, said once at start (never a password: only places)."""
+    """What this process watches and where it sends, said once at start: places only, never a secret or an
+    address (the log keeps addresses out of INFO)."""
     config = app.config
     lines = [f"kcc-mail running (version {kcc_version()}, process {owner}); "
              f"database {app.engine.url.render_as_string(hide_password=True)}"]
     for mailbox in config.mailboxes if intake else ():
         if mailbox.kind == "imap":
-            place = f"IMAP {mailbox.username}@{mailbox.host}:{mailbox.port} folder {mailbox.folder}"
+            place = f"IMAP {mailbox.host}:{mailbox.port} folder {mailbox.folder}"
             when = f"at once where the server has IDLE, else every {mailbox.poll_interval:g} s"
         else:
             place, when = f"Maildir {mailbox.path}", "as soon as a file arrives in new/"
@@ -125,18 +128,17 @@ def describe(app: App, owner: str, *, intake: bool, relay: bool) -> list[str]:
     if relay:
         smtp = config.smtp
         target = f"SMTP {smtp.host}:{smtp.port}" if smtp.kind == "smtp" else f"the folder {smtp.directory}"
-        lines.append(f"replies: sent to {target} as {smtp.from_address or '(no from_address)'}")
+        lines.append(f"replies: sent to {target}")
     lines.append("stop with Ctrl-C or SIGTERM: the mail in hand is finished first")
     return lines
 
 
 def run_service(
-    app: App, stop: threading.Event | None = None, *, intake: bool = True, relay: bool = True,
-    announce: Callable[[str], None] | None = None,
+    app: App, stop: threading.Event | None = None, *, intake: bool = True, relay: bool = True
 ) -> None:
     """Intake for every mailbox and the outbox relay until SIGTERM or SIGINT; the mail in hand is finished first.
 
-    Once everything runs, `announce` gets the lines of `describe`: an operator sees what runs, at any log level.
+    Once everything runs, the lines of `describe` go to the `kcc.start` log, which shows INFO at any log level.
     """
     stop = stop or threading.Event()
     owner = process_owner()
@@ -167,9 +169,7 @@ def run_service(
                                         name="heartbeat", daemon=True)
     heartbeat_thread.start()
     for line in describe(app, owner, intake=intake, relay=relay):
-        log.info("%s", line)
-        if announce is not None:
-            announce(line)
+        START_LOG.info("%s", line)
     while not stop.is_set() and any(t.is_alive() for t in threads):
         stop.wait(1.0)
     stop.set()

@@ -62,7 +62,7 @@ class KccGroup(click.Group):
         try:
             return super().invoke(ctx)
         except KccError as exc:
-            click.echo(f"kcc-mail: {exc}", err=True)
+            click.echo(f"kcc-mail: {safe(str(exc))}", err=True)
             sys.exit(exit_code(exc))
         except DBAPIError as exc:
             from kcc.logs import describe
@@ -102,7 +102,3 @@ JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print Klanti
 def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, ensure_ascii=False, indent=2))
 
-
-def announce(line: str) -> None:
-    """A line the running service says once at start, on stderr (stdout stays free for data)."""
-    click.echo(safe(line), err=True)

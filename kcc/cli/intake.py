@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import sys
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import click
 
-from kcc.cli.common import ID, LIMIT_OPTION, OFFSET_OPTION, Context, announce, echo_json, page_limit
-from kcc.cli.output import cut, safe, safe_block
+from kcc.cli.common import ID, LIMIT_OPTION, OFFSET_OPTION, Context, echo_json, page_limit
+from kcc.cli.output import cut, refuse_existing, safe, safe_block, write_export
 from kcc.service import poll_once, run_service
+from kcc.usecases.mail_files import attachment_file, raw_mail
 from kcc.usecases.review_queue import UnknownState, list_mails, show_mail
 
 
@@ -23,8 +25,7 @@ def poll(context: Context, once: bool, mailbox_name: str | None) -> None:
     app = context.app()
     mailboxes = [app.config.mailbox(mailbox_name)] if mailbox_name else list(app.config.mailboxes)
     if not once:
-        run_service(replace(app, config=replace(app.config, mailboxes=tuple(mailboxes))), relay=False,
-                    announce=announce)
+        run_service(replace(app, config=replace(app.config, mailboxes=tuple(mailboxes))), relay=False)
         return
     summary, unreachable = poll_once(app, mailboxes)
     click.echo(summary.line())
@@ -38,7 +39,7 @@ def poll(context: Context, once: bool, mailbox_name: str | None) -> None:
 @click.pass_obj
 def run(context: Context) -> None:
     """Run the service: intake for every mailbox and the reply relay, until SIGTERM or SIGINT."""
-    run_service(context.app(), announce=announce)
+    run_service(context.app())
 
 
 @click.group()
@@ -101,7 +102,58 @@ def render_mail(mail: dict[str, Any]) -> str:
     if mail["error"]:
         lines.append(f"Error:      {safe(mail['error'])}")
     for attachment in mail["attachmentList"]:
-        lines.append(f"Attachment: {safe(attachment['bestandsnaam'])} ({safe(attachment['formaat'])}, "
-                     f"{attachment['size']} bytes)")
+        lines.append(f"Attachment {attachment['number']}: {_file(attachment)}")
+        if "message" in attachment:
+            lines += _message_lines(attachment["message"], "  ", str(attachment["number"]))
     lines += ["", safe_block(mail["text"])]
     return "\n".join(lines)
+
+
+def _file(attachment: dict[str, Any]) -> str:
+    return f"{safe(attachment['bestandsnaam'])} ({safe(attachment['formaat'])}, {attachment['size']} bytes)"
+
+
+def _message_lines(message: dict[str, Any], indent: str, number: str) -> list[str]:
+    """What an attached message holds, indented under it (and its own attached messages deeper)."""
+    if "error" in message:
+        return [f"{indent}(the attached message cannot be read: {safe(message['error'])})"]
+    sender = f"{safe(message['fromName'])} <{safe(message['from'])}>" if message["fromName"] else safe(message["from"])
+    lines = [f"{indent}From:    {sender}", f"{indent}Subject: {safe(message['subject'])}"]
+    if message["sentAt"]:
+        lines.append(f"{indent}Date:    {message['sentAt']}")
+    for position, inner in enumerate(message["attachments"], 1):
+        lines.append(f"{indent}Attachment {number}.{position}: {_file(inner)}")
+        if "message" in inner:
+            lines += _message_lines(inner["message"], indent + "  ", f"{number}.{position}")
+    return lines
+
+
+@queue.command("export")
+@click.argument("mail_id", type=ID)
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The .eml file to write (byte for byte as received).")
+@click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
+@click.pass_obj
+def queue_export(context: Context, mail_id: int, out: Path, force: bool) -> None:
+    """Save the original mail as .eml, in any state (it holds personal data: keep it where it belongs)."""
+    refuse_existing(out, force)
+    raw = raw_mail(context.app().uow(), mail_id)
+    write_export(out, raw)
+    click.echo(f"mail {mail_id} written to {safe(out)} ({len(raw)} bytes)")
+
+
+@queue.command("attachment")
+@click.argument("mail_id", type=ID)
+@click.argument("number")
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The file to write; the mail's own file name is never used as a path.")
+@click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
+@click.pass_obj
+def queue_attachment(context: Context, mail_id: int, number: str, out: Path, force: bool) -> None:
+    """Save attachment NUMBER of a mail, numbered as `queue show` lists them: 2, or 1.2 for the second attachment
+    of the first attached message (an attached message itself is saved as .eml)."""
+    refuse_existing(out, force)
+    saved = attachment_file(context.app().uow(), mail_id, number)
+    write_export(out, saved.data)
+    click.echo(f"attachment {number} of mail {mail_id} ({safe(saved.bestandsnaam)}, {safe(saved.formaat)}) "
+               f"written to {safe(out)} ({len(saved.data)} bytes)")

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from kcc.cli.common import AS_OPTION, ID, LIMIT_OPTION, OFFSET_OPTION, Context, announce, echo_json, page_limit
+from kcc.cli.common import AS_OPTION, ID, LIMIT_OPTION, OFFSET_OPTION, Context, echo_json, page_limit
 from kcc.cli.output import cut
 from kcc.records.actor import medewerker
 from kcc.service import relay_once, run_service
@@ -23,7 +23,7 @@ def relay(context: Context, once: bool) -> None:
     if once:
         click.echo(relay_once(app).line())
         return
-    run_service(app, intake=False, announce=announce)
+    run_service(app, intake=False)
 
 
 @click.group()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from kcc.errors import Refused
 from store.files import write_private
 
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
@@ -37,6 +38,12 @@ def cut(text: object, width: int, *, pad: bool = True) -> str:
     """`safe(text)` cut to `width` characters (and padded to it), for a column."""
     shown = safe(text)[:width]
     return shown.ljust(width) if pad else shown
+
+
+def refuse_existing(out: Path, force: bool) -> None:
+    """An export never overwrites a file by surprise; --force says the operator means it."""
+    if (out.exists() or out.is_symlink()) and not force:
+        raise Refused(f"{out} exists already; choose another --out or add --force to overwrite it")
 
 
 def write_export(out: Path, data: bytes) -> None:

@@ -8,8 +8,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
 from kcc.errors import Refused
+from kcc.usecases.mail_files import describe_message, is_message
 from kcc.usecases.paging import Page
 from kcc.usecases.review import MailNotFound
+from store.blobs import get_blob
 from store.mail import InboundAttachment, InboundMail
 from store.states import MailState
 from store.uow import UnitOfWork
@@ -97,13 +99,18 @@ def show_mail(uow: UnitOfWork, mail_id: int) -> dict[str, Any]:
                 "error": mail.error,
                 "dismissReason": mail.dismiss_reason,
                 "klantcontactId": mail.klantcontact_id,
-                "attachmentList": [
-                    {
-                        "bestandsnaam": a.bestandsnaam, "formaat": a.formaat, "size": a.size,
-                        "sha256": a.blob_sha256, "inline": a.inline,
-                    }
-                    for a in mail.attachments
-                ],
+                "attachmentList": [_attachment(uow, number, a) for number, a in enumerate(mail.attachments, 1)],
             }
         )
         return detail
+
+
+def _attachment(uow: UnitOfWork, number: int, attachment: InboundAttachment) -> dict[str, Any]:
+    """One attachment as listed; an attached message also shows its sender, subject and own attachments."""
+    entry: dict[str, Any] = {
+        "number": number, "bestandsnaam": attachment.bestandsnaam, "formaat": attachment.formaat,
+        "size": attachment.size, "sha256": attachment.blob_sha256, "inline": attachment.inline,
+    }
+    if is_message(attachment.formaat):
+        entry["message"] = describe_message(get_blob(uow.session, attachment.blob_sha256))
+    return entry
