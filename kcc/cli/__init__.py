@@ -31,7 +31,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "reprocess": ("kcc.cli.batch", "reprocess_command", "Parse stored mails again with the current parser."),
     "import": ("kcc.cli.batch", "import_command", "Import an mbox, a Maildir or .eml files into a mailbox."),
     "quarantine": ("kcc.cli.batch", "quarantine", "Mails the parser could not handle."),
-    "purge": ("kcc.cli.batch", "purge_command", "Delete old dismissed or quarantined mails (retention)."),
+    "purge": ("kcc.cli.batch", "purge_command", "Delete mail past its retention period, with its records."),
+    "audit": ("kcc.cli.audit", "audit_command", "Who decided what and when: the audit trail, filtered."),
     "verify": ("kcc.cli.review", "verify_command", "Check that no klantcontact lacks its mail or follow-up."),
     "status": ("kcc.cli.status", "status", "Health for people, cron and Nagios/Icinga (exit 0, 1 or 2)."),
 }

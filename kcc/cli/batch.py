@@ -33,9 +33,11 @@ from kcc.usecases.quarantine import (
     show_quarantined,
 )
 from kcc.usecases.reprocess import Outcome, ReprocessInterrupted, ReprocessSummary, Selection, reprocess
+from kcc.usecases.retention import purge_registered
 from store.states import DismissReason, MailState, QuarantineReason
 
 MAIL_STATES = [state.value for state in MailState]
+RETENTION_STATES = [state.value for state in (*PURGEABLE_STATES, MailState.GEREGISTREERD)]
 QUARANTINE_REASONS = [reason.value for reason in QuarantineReason]
 DISMISS_REASONS = [reason.value for reason in DismissReason]
 
@@ -368,17 +370,25 @@ def quarantine_dismiss(context: Context, mail_id: int, reason: str, as_medewerke
 
 @click.command("purge")
 @click.option("--older-than", "days", type=click.IntRange(min=0), required=True,
-              help="Received more than this many days ago.")
-@click.option("--state", type=click.Choice([state.value for state in PURGEABLE_STATES]), required=True,
-              help="afgewezen or quarantaine: mails that never became a klantcontact.")
+              help="Received (for geregistreerd: the dossier's last contact) more than this many days ago.")
+@click.option("--state", type=click.Choice(RETENTION_STATES), required=True,
+              help="afgewezen or quarantaine: mails that never became a klantcontact; geregistreerd: closed "
+                   "dossiers (a klantcontact with its answer, tasks and follow-ups) whose last contact is older.")
 @click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
 @click.option("--as", "who", envvar="KCC_MEDEWERKER", default=PURGE_ACTOR, show_default=True,
               help="Who runs the purge, for the audit event.")
 @JSON
 @click.pass_obj
 def purge_command(context: Context, days: int, state: str, dry_run: bool, who: str, as_json: bool) -> None:
-    """Delete old dismissed or quarantined mails with their blobs (AVG retention); registered mails are kept."""
-    result = purge(context.app().uow(), state=state, older_than_days=days, who=who, dry_run=dry_run)
+    """Delete what is past its retention period (AVG), with the blobs nothing else uses; one audit event each run.
+
+    A registered mail goes only with its whole dossier, and only when nothing in it is open (a task to do, a
+    reply waiting or uncertain).
+    """
+    if state == MailState.GEREGISTREERD:
+        result = purge_registered(context.app().uow(), older_than_days=days, who=who, dry_run=dry_run)
+    else:
+        result = purge(context.app().uow(), state=state, older_than_days=days, who=who, dry_run=dry_run)
     if as_json:
         echo_json(result.as_json())
         return

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import select
-from support.mails import customer_mail, queue_mail
+from support.mails import customer_mail, dsn_for, queue_mail
 
 from kcc.bootstrap import App
 from kcc.records.actor import medewerker, parse_actor
@@ -15,24 +15,6 @@ from kcc.usecases.review_queue import show_mail
 from kcc.usecases.verify import verify
 from store.audit import AuditEvent
 from store.outbox import OutboxMessage
-
-
-def dsn_for(message_id: str, recipient: str) -> bytes:
-    """A standard delivery status notification (RFC 3464), as Postfix sends one."""
-    return (
-        "From: MAILER-DAEMON@mx.example.nl (Mail Delivery System)\r\nTo: info@gemeente.example\r\n"
-        "Subject: Undelivered Mail Returned to Sender\r\nMessage-ID: <dsn-1@mx.example.nl>\r\n"
-        "Auto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n"
-        'Content-Type: multipart/report; report-type=delivery-status; boundary="rapport"\r\n\r\n'
-        "--rapport\r\nContent-Type: text/plain\r\n\r\nI'm sorry to have to inform you that your message could not "
-        f"be delivered to one or more recipients.\r\n\r\n<{recipient}>: host said: 550 5.1.1 User unknown\r\n"
-        "--rapport\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.nl\r\n\r\n"
-        f"Final-Recipient: rfc822; {recipient}\r\nAction: failed\r\nStatus: 5.1.1\r\n"
-        "Diagnostic-Code: smtp; 550 5.1.1 User unknown\r\n\r\n"
-        "--rapport\r\nContent-Type: text/rfc822-headers\r\n\r\n"
-        f"From: Gemeente Voorbeeld <info@gemeente.example>\r\nTo: {recipient}\r\nSubject: Re: Vraag\r\n"
-        f"Message-ID: {message_id}\r\n\r\n--rapport--\r\n"
-    ).encode()
 
 
 def test_a_bounced_reply_turns_into_a_task_for_the_kcc(app: App) -> None:
