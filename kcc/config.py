@@ -366,6 +366,13 @@ def _check_values(config: Config, where: str) -> None:
         )
     if any(c in config.smtp.from_name for c in "\r\n\x00"):
         raise ConfigError(f"{where}: smtp.from_name has a line break; write the sender's name on one line")
+    worst = config.smtp.timeout + config.smtp.data_timeout
+    if config.smtp.kind == "smtp" and config.replies.lease_seconds <= worst:
+        raise ConfigError(
+            f"{where}: replies.lease_seconds ({config.replies.lease_seconds:g}) must be more than smtp.timeout + "
+            f"smtp.data_timeout ({worst:g}): a reply still being sent would otherwise count as uncertain; raise "
+            "lease_seconds or lower the timeouts"
+        )
 
 
 def _check_monitoring(monitoring: MonitoringConfig, where: str) -> None:

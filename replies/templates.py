@@ -76,6 +76,10 @@ class ReplyTemplates:
         """Every reply template in the folder, by name; a broken sidecar is an error, not a silent omission."""
         return [self.info(name) for name in self._names()]
 
+    def names(self) -> builtins.list[str]:
+        """The names of the reply templates in the folder (each has a NAME.toml), sorted."""
+        return self._names()
+
     def info(self, name: str) -> TemplateInfo:
         """The sidecar of template `name`, checked: known keys, right types, and the text template present."""
         self._check_name(name)

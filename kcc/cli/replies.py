@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email
+import sys
 from email.policy import default as default_policy
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from kcc.cli.common import AS_OPTION, ID, Context
 from kcc.cli.output import safe, safe_block
 from kcc.records.actor import medewerker
 from kcc.usecases.reply import Reply, preview, reply
-from kcc.usecases.templates import list_templates
+from kcc.usecases.templates import survey_templates
 
 
 def parse_vars(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
@@ -65,10 +66,19 @@ def templates() -> None:
 @templates.command("list")
 @click.pass_obj
 def templates_list(context: Context) -> None:
-    """The reply templates and the variables each needs."""
-    for info in list_templates(context.config):
-        needed = ", ".join(info.required) or "-"
-        click.echo(f"{info.name:<24} needs: {needed:<24} {safe(info.description)}")
+    """The reply templates and the variables each needs; a broken template is named with its error (exit 1)."""
+    broken = 0
+    for status in survey_templates(context.config):
+        if status.info is None:
+            broken += 1
+            click.echo(f"{safe(status.name):<24} BROKEN: {safe(status.problem)}")
+            continue
+        needed = ", ".join(status.info.required) or "-"
+        click.echo(f"{status.name:<24} needs: {needed:<24} {safe(status.info.description)}")
+    if broken:
+        click.echo(f"kcc-mail: {broken} template(s) cannot be used until fixed; employees get the same error",
+                   err=True)
+        sys.exit(1)
 
 
 @templates.command("preview")

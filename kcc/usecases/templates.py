@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from kcc.config import Config
 from kcc.usecases.reply import ReplyRefused
 from replies.render import TemplateError
@@ -14,3 +16,32 @@ def list_templates(config: Config) -> list[TemplateInfo]:
         return reply_templates(config.replies.templates_path()).list()
     except TemplateError as exc:
         raise ReplyRefused(str(exc)) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateStatus:
+    """One template as `templates list` shows it: what it needs, or what is wrong with it."""
+
+    name: str
+    info: TemplateInfo | None
+    problem: str = ""
+
+
+def survey_templates(config: Config) -> list[TemplateStatus]:
+    """Every template compiled (sidecar, subject, text and HTML parts), each with its problem if it has one.
+
+    A template with a syntax error is listed with that error, so it is found when it is edited, not when an
+    employee answers a customer with it.
+    """
+    templates = reply_templates(config.replies.templates_path())
+    try:
+        names = templates.names()
+    except TemplateError as exc:
+        raise ReplyRefused(str(exc)) from exc
+    found = []
+    for name in names:
+        try:
+            found.append(TemplateStatus(name, templates.check(name)))
+        except TemplateError as exc:
+            found.append(TemplateStatus(name, None, str(exc)))
+    return found

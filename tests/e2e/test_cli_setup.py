@@ -41,6 +41,29 @@ def test_init_then_check_works_on_the_built_in_defaults(tmp_path: Path) -> None:
     assert "schema is up to date" in again.stdout
 
 
+def test_the_deployment_notes_quote_what_init_prints(tmp_path: Path) -> None:
+    said = kcc_mail("init", cwd=tmp_path).stdout.splitlines()[0]  # "database …: schema created at 0003"
+    created = said[said.index("schema created at "):]
+    assert f"`{created}`" in (EXAMPLE.parent / "docs" / "deployment.md").read_text(encoding="utf-8")
+
+
+def test_templates_list_names_a_broken_template_with_its_error(tmp_path: Path) -> None:
+    folder = tmp_path / "sjablonen"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "templates" / "replies", folder)
+    (folder / "kapot.toml").write_text('description = "Een sjabloon met een fout"\nsubject = ""\nvariables = []\n')
+    (folder / "kapot.txt.j2").write_text("Beste {{ naam }\n")
+    (tmp_path / "kcc-mail.toml").write_text(f'[replies]\ntemplates_dir = "{folder}"\n')
+    listed = kcc_mail("templates", "list", cwd=tmp_path)
+    assert listed.returncode == 1
+    lines = listed.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["antwoord", "doorverwezen", "kapot", "ontvangstbevestiging"]
+    (broken,) = [line for line in lines if line.startswith("kapot")]
+    assert "BROKEN: " in broken and "kapot.txt.j2" in broken and "line 1" in broken
+    assert "1 template(s) cannot be used until fixed" in listed.stderr
+    (folder / "kapot.txt.j2").write_text("Beste {{ naam }}\n")
+    assert kcc_mail("templates", "list", cwd=tmp_path).returncode == 0
+
+
 def test_check_on_the_example_configuration_names_what_it_cannot_reach(tmp_path: Path) -> None:
     shutil.copy(EXAMPLE, tmp_path / "kcc-mail.toml")
     assert kcc_mail("init", cwd=tmp_path).returncode == 0

@@ -153,6 +153,8 @@ def test_a_password_in_the_database_url_is_refused_with_the_alternatives(tmp_pat
     ('[replies]\nlease_seconds = -1\n', "replies.lease_seconds must be more than 0"),
     ('[storage]\nmax_mail_bytes = 0\n', "storage.max_mail_bytes must be more than 0"),
     ('[smtp]\ndata_timeout = -5\n', "smtp.data_timeout must be more than 0"),
+    ('[smtp]\nkind = "smtp"\nhost = "localhost"\ndata_timeout = 900\n',
+     r"replies.lease_seconds \(900\) must be more than smtp.timeout \+ smtp.data_timeout \(960\)"),
 ])
 def test_values_that_cannot_work_are_refused_at_start(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
