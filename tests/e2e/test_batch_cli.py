@@ -187,8 +187,9 @@ def test_purge_deletes_old_dismissed_mails_and_says_what(operator: Operator, app
                                     .order_by(AuditEvent.id.desc())).first()
         assert event is not None and event.details["mails"] == 1 and event.who == "kcc-mail purge"
 
-    refused = operator.run("purge", "--older-than", "30", "--state", "geregistreerd", ok=False)
-    assert refused.returncode == 2 and "'geregistreerd' is not one of 'afgewezen', 'quarantaine'" in refused.stderr
+    refused = operator.run("purge", "--older-than", "30", "--state", "te_beoordelen", ok=False)
+    assert refused.returncode == 2
+    assert "'te_beoordelen' is not one of 'afgewezen', 'quarantaine', 'geregistreerd'" in refused.stderr
 
 
 def dump(app: App, mailbox: str) -> dict[str, Any]:

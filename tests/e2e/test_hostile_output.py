@@ -7,6 +7,7 @@ import json
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kcc_cli import kcc_mail, write_config
@@ -28,6 +29,13 @@ def run(cwd: Path, *args: str) -> str:
     return result.stdout + result.stderr
 
 
+def run_json(cwd: Path, *args: str) -> Any:
+    """A --json command's output: the JSON is on stdout, the count note on stderr."""
+    result = kcc_mail(*args, "--json", cwd=cwd)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return json.loads(result.stdout)
+
+
 @pytest.fixture
 def workdir(tmp_path: Path, database_url: str) -> Path:
     write_config(tmp_path, database_url)
@@ -39,7 +47,7 @@ def workdir(tmp_path: Path, database_url: str) -> Path:
 
 def the_mail(workdir: Path) -> dict[str, object]:
     """This test's mail (the module's database holds the other tests' mails too)."""
-    mails = json.loads(run(workdir, "queue", "list", "--state", "all", "--json"))
+    mails = run_json(workdir, "queue", "list", "--state", "all")
     return max(mails, key=lambda mail: int(mail["id"]))
 
 
@@ -48,8 +56,8 @@ def test_control_characters_from_a_mail_never_reach_the_terminal(workdir: Path) 
     outputs = [run(workdir, "queue", "list"), run(workdir, "queue", "show", str(mail["id"]))]
     registered = run(workdir, "register", str(mail["id"]), "--follow-up", "task", "--handeling", "Terugbellen",
                      "--assign", "afdeling:Burgerzaken", "--as", "anna@gemeente.nl")
-    contact = json.loads(run(workdir, "contacts", "list", "--json"))[0]
-    taak = max(json.loads(run(workdir, "tasks", "list", "--json")), key=lambda t: int(t["id"]))
+    contact = run_json(workdir, "contacts", "list")[0]
+    taak = max(run_json(workdir, "tasks", "list"), key=lambda t: int(t["id"]))
     outputs += [registered, run(workdir, "contacts", "list"), run(workdir, "contacts", "show", str(contact["id"])),
                 run(workdir, "tasks", "list"), run(workdir, "tasks", "show", str(taak["id"]))]
     for output in outputs:

@@ -43,7 +43,10 @@ def empty_outbox(app: App) -> App:
 
 
 def write_config(directory: Path, database_url: str, server: FaultySmtpServer, *, lease_seconds: float) -> Path:
-    """kcc-mail.toml for the test database and the test server, plain SMTP on loopback."""
+    """kcc-mail.toml for the test database and the test server, plain SMTP on loopback.
+
+    The SMTP timeouts are a third of the lease each: kcc-mail refuses a lease a send could outlast.
+    """
     (directory / "kcc-mail.toml").write_text(
         f"""
 [database]
@@ -60,7 +63,8 @@ host = "127.0.0.1"
 port = {server.port}
 security = "none"
 from_address = "info@gemeente.example"
-timeout = 10.0
+timeout = {lease_seconds / 3:.3f}
+data_timeout = {lease_seconds / 3:.3f}
 
 [replies]
 lease_seconds = {lease_seconds}
