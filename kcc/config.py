@@ -13,6 +13,7 @@ import ipaddress
 import os
 import tomllib
 import typing
+import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -144,6 +145,61 @@ class MonitoringConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class OidcConfig:
+    """The municipality's identity provider (Entra ID, Keycloak, ADFS): who signs in, and their roles."""
+
+    issuer: str = ""
+    client_id: str = ""
+    client_secret_env: str = ""
+    client_secret_file: str = ""
+    scopes: str = "openid email profile"
+    roles_claim: str = "groups"
+    role_kcc: str = "kcc-medewerkers"
+    role_beheer: str = "kcc-beheer"
+    afdeling_prefix: str = "afdeling-"
+    email_claim: str = "email"
+    name_claim: str = "name"
+
+
+@dataclass(frozen=True, slots=True)
+class WebConfig:
+    """The KCC's screen: where it listens, how people sign in, and what the forms offer."""
+
+    enabled: bool = True
+    listen: str = "127.0.0.1:8000"
+    auth: Literal["oidc", "dev"] = "dev"
+    public_url: str = ""
+    session_secret_env: str = ""
+    session_secret_file: str = ""
+    session_hours: float = 10.0
+    theme_css: str = ""
+    page_size: int = 50
+    claim_minutes: float = 5.0
+    refresh_seconds: float = 15.0
+    timezone: str = "Europe/Amsterdam"
+    kcc_afdeling: str = "KCC"
+    """The afdeling "Retour KCC" sends a task back to (every KCC-medewerker sees its tasks)."""
+    gevraagde_handelingen: tuple[str, ...] = (
+        "Terugbellen", "Informatie verstrekken", "Afspraak maken", "Melding afhandelen", "Klacht behandelen",
+    )
+    oidc: OidcConfig = field(default_factory=OidcConfig)
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+    @property
+    def base_url(self) -> str:
+        """The address people open: public_url behind a reverse proxy, else the listen address itself."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return (self.public_url or f"http://{host}:{self.port}").rstrip("/")
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
@@ -152,6 +208,7 @@ class Config:
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     replies: RepliesConfig = field(default_factory=RepliesConfig)
     monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     source: str = "built-in defaults"
 
     @property
@@ -208,20 +265,70 @@ def _load_file(path: Path) -> Config:
         raise ConfigError(f"configuration file {where} cannot be read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{where} is not valid TOML: {exc}") from None
-    unknown = set(data) - set(_SECTIONS) - {"mailbox"}
+    unknown = set(data) - set(_SECTIONS) - {"mailbox", "web"}
     if unknown:
         raise ConfigError(
             f"{where}: unknown section or key {sorted(unknown)[0]!r}; "
-            f"known are {', '.join(sorted([*_SECTIONS, 'mailbox']))} (see config.example.toml)"
+            f"known are {', '.join(sorted([*_SECTIONS, 'mailbox', 'web']))} (see config.example.toml)"
         )
     sections = {name: _build(cls, data.get(name, {}), name, where) for name, cls in _SECTIONS.items()}
     mailboxes = _load_mailboxes(data.get("mailbox"), where)
-    config = Config(mailboxes=mailboxes, source=where, **sections)
+    config = Config(mailboxes=mailboxes, source=where, web=_load_web(data.get("web", {}), where), **sections)
     _check_database(config.database, where)
     _check_security(config)
     _check_values(config, where)
     _check_monitoring(config.monitoring, where)
     return config
+
+
+def _load_web(raw: object, where: str) -> WebConfig:
+    """[web] with its [web.oidc] table, checked: a listen address that parses, a dev sign-in only on loopback."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: [web] must be a table")
+    table = dict(raw)
+    oidc = _build(OidcConfig, table.pop("oidc", {}), "web.oidc", where)
+    web: WebConfig = dataclasses.replace(_build(WebConfig, table, "web", where), oidc=oidc)
+    check_web(web, where)
+    return web
+
+
+def check_web(web: WebConfig, where: str) -> None:
+    """Refuse a web configuration that cannot work or would let anyone in."""
+    host, colon, port = web.listen.rpartition(":")
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{where}: web.listen {web.listen!r} must be HOST:PORT, e.g. 127.0.0.1:8000")
+    if web.auth == "dev" and web.enabled and not _is_loopback(web.host):
+        raise ConfigError(
+            f"{where}: web.auth = \"dev\" lets anyone pick a name and roles, so it is only allowed on a loopback "
+            f"address, not on {web.host}; set web.auth = \"oidc\" with [web.oidc], or listen on 127.0.0.1"
+        )
+    if web.auth == "oidc":
+        oidc = web.oidc
+        missing = [key for key in ("issuer", "client_id") if not getattr(oidc, key)]
+        if missing:
+            raise ConfigError(f"{where}: web.auth = \"oidc\" needs web.oidc.{missing[0]} (see config.example.toml)")
+        if not oidc.issuer.startswith("https://") and not _is_loopback(_url_host(oidc.issuer)):
+            raise ConfigError(f"{where}: web.oidc.issuer must be an https:// address (plain http only on loopback)")
+        if not (web.session_secret_env or web.session_secret_file):
+            raise ConfigError(
+                f"{where}: web.auth = \"oidc\" needs a session secret that survives restarts: name it with "
+                "web.session_secret_env or web.session_secret_file"
+            )
+    if web.public_url and not web.public_url.startswith(("https://", "http://")):
+        raise ConfigError(f"{where}: web.public_url {web.public_url!r} must start with https://")
+    try:
+        zoneinfo.ZoneInfo(web.timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"{where}: web.timezone {web.timezone!r} is not a time zone; e.g. Europe/Amsterdam") from None
+    for key in ("page_size", "claim_minutes", "session_hours"):
+        if getattr(web, key) <= 0:
+            raise ConfigError(f"{where}: web.{key} must be more than 0, not {getattr(web, key)}")
+    if not web.gevraagde_handelingen or any(not h.strip() or len(h) > 200 for h in web.gevraagde_handelingen):
+        raise ConfigError(f"{where}: web.gevraagde_handelingen must list one or more texts of 1 to 200 characters")
+
+
+def _url_host(url: str) -> str:
+    return url.partition("://")[2].partition("/")[0].rpartition(":")[0] or url.partition("://")[2].partition("/")[0]
 
 
 def _load_mailboxes(raw: object, where: str) -> tuple[MailboxConfig, ...]:
@@ -270,6 +377,10 @@ def _shown(key: str, value: object) -> str:
 
 def _coerce(value: object, hint: Any, key: str, where: str) -> object:
     origin = typing.get_origin(hint)
+    if origin is tuple:  # a list of texts, e.g. web.gevraagde_handelingen
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise ConfigError(f"{where}: {key} must be a list of texts, e.g. [\"Terugbellen\", \"Afspraak maken\"]")
+        return tuple(value)
     if origin is Literal:
         allowed = typing.get_args(hint)
         if value not in allowed:

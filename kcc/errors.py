@@ -1,6 +1,6 @@
 """The one error family the entry points know: what went wrong, in a message that says what to do.
 
-Use cases raise one of the four kinds (or a subclass naming the domain); errors of the layers below them
+Use cases raise one of the five kinds (or a subclass naming the domain); errors of the layers below them
 (templates, mailbox, SMTP, schema) are translated where a use case meets them. The CLI maps a kind to an exit
 code, the web app to an HTTP status, each in one table, so a new error needs no registration anywhere.
 """
@@ -18,6 +18,10 @@ class Refused(KccError):
 
 class NotFound(KccError):
     """The mail, klantcontact, task or outbox message asked for does not exist."""
+
+
+class NotAllowed(KccError):
+    """The signed-in person lacks the role (or the afdeling) this needs; nothing was shown or changed."""
 
 
 class ConfigurationError(KccError):

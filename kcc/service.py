@@ -8,8 +8,9 @@ import signal
 import socket
 import threading
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from types import FrameType
+from typing import Protocol
 
 from ingest.poller import IntakeSummary, Poller, PollSettings
 from ingest.sources.base import SourceError
@@ -110,7 +111,9 @@ def stop_heartbeat(app: App, owner: str) -> None:
         log_failure(log, "could not remove the heartbeat; status says this process died until the next start", exc)
 
 
-def describe(app: App, owner: str, *, intake: bool, relay: bool) -> list[str]:
+def describe(
+    app: App, owner: str, *, intake: bool, relay: bool, companions: Sequence[Companion] = ()
+) -> list[str]:
     """What this process watches and where it sends, said once at start: places only, never a secret or an
     address (the log keeps addresses out of INFO)."""
     config = app.config
@@ -129,12 +132,24 @@ def describe(app: App, owner: str, *, intake: bool, relay: bool) -> list[str]:
         smtp = config.smtp
         target = f"SMTP {smtp.host}:{smtp.port}" if smtp.kind == "smtp" else f"the folder {smtp.directory}"
         lines.append(f"replies: sent to {target}")
+    lines += [companion.describe() for companion in companions]
     lines.append("stop with Ctrl-C or SIGTERM: the mail in hand is finished first")
     return lines
 
 
+class Companion(Protocol):
+    """Something an entry point runs beside the service (the web screen), started and stopped with it."""
+
+    def describe(self) -> str: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
 def run_service(
-    app: App, stop: threading.Event | None = None, *, intake: bool = True, relay: bool = True
+    app: App, stop: threading.Event | None = None, *, intake: bool = True, relay: bool = True,
+    companions: Sequence[Companion] = (),
 ) -> None:
     """Intake for every mailbox and the outbox relay until SIGTERM or SIGINT; the mail in hand is finished first.
 
@@ -168,13 +183,17 @@ def run_service(
     heartbeat_thread = threading.Thread(target=run_heartbeat, args=(app, heartbeat_stop, heartbeat),
                                         name="heartbeat", daemon=True)
     heartbeat_thread.start()
-    for line in describe(app, owner, intake=intake, relay=relay):
+    for companion in companions:
+        companion.start()
+    for line in describe(app, owner, intake=intake, relay=relay, companions=companions):
         START_LOG.info("%s", line)
     while not stop.is_set() and any(t.is_alive() for t in threads):
         stop.wait(1.0)
     stop.set()
     for thread in threads:
         thread.join(timeout=30)
+    for companion in companions:
+        companion.stop()
     heartbeat_stop.set()
     heartbeat_thread.join(timeout=5)  # only a beat stuck on a hung database takes this long
     stop_heartbeat(app, owner)

@@ -10,8 +10,16 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
+from store.search import SEARCH_OBJECTS
+
 MIGRATIONS = str(resources.files("store") / "migrations")
 """The migrations are package data of `store`, installed with it (a wheel included)."""
+
+
+def include_object(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:
+    """For Alembic's comparison: the search index and its SQLite shadow tables are made by a migration on purpose,
+    outside the ORM's metadata (see store/search.py)."""
+    return not (reflected and name is not None and name.startswith(SEARCH_OBJECTS))
 
 
 class SchemaOutOfDate(Exception):

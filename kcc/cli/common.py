@@ -12,12 +12,13 @@ import click
 from kcc.bootstrap import App, build_app
 from kcc.cli.output import safe
 from kcc.config import Config, load_config
-from kcc.errors import ConfigurationError, KccError, NotFound, PeerUnreachable, Refused
+from kcc.errors import ConfigurationError, KccError, NotAllowed, NotFound, PeerUnreachable, Refused
 
 EXIT_CODES: tuple[tuple[type[KccError], int], ...] = (
     (ConfigurationError, 2),  # a restart cannot fix it: systemd's RestartPreventExitStatus=2
     (PeerUnreachable, 1),
     (NotFound, 1),
+    (NotAllowed, 1),
     (Refused, 1),
 )
 """Each kind of the error family (kcc.errors) and its exit code; the web app has the same table for HTTP."""

@@ -38,8 +38,25 @@ def poll(context: Context, once: bool, mailbox_name: str | None) -> None:
 @click.command()
 @click.pass_obj
 def run(context: Context) -> None:
-    """Run the service: intake for every mailbox and the reply relay, until SIGTERM or SIGINT."""
-    run_service(context.app())
+    """Run the service: intake for every mailbox, the reply relay and the web screen, until SIGTERM or SIGINT."""
+    app = context.app()
+    companions = []
+    if app.config.web.enabled:
+        from kcc.web.server import WebThread  # the web stack is loaded only by the commands that serve it
+
+        companions.append(WebThread(app))
+    run_service(app, companions=companions)
+
+
+@click.command()
+@click.pass_obj
+def web(context: Context) -> None:
+    """Serve only the web screen (web.listen), until SIGTERM or SIGINT."""
+    from kcc.web.server import serve
+
+    app = context.app()
+    click.echo(f"kcc-mail web screen on {app.config.web.base_url}/", err=True)
+    serve(app)
 
 
 @click.group()

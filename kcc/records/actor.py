@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -29,6 +29,8 @@ class ActorRef:
 
     soort_actor: SoortActor
     identificator: str
+    naam: str = field(default="", compare=False)
+    """The display name, when known (from the sign-in); the identificator is the name otherwise."""
 
     @property
     def code_soort_object_id(self) -> str:
@@ -73,7 +75,7 @@ def find_or_create(session: Session, ref: ActorRef) -> Actor:
     """The actor with this identificator, created on first use (safe against a concurrent first use)."""
     code_objecttype = "afd" if ref.soort_actor == SoortActor.ORGANISATORISCHE_EENHEID else "mdw"
     return _ensure(session, ref.soort_actor, code_objecttype, ref.code_soort_object_id, ref.identificator,
-                   ref.identificator)
+                   ref.naam or ref.identificator)
 
 
 def service_actor(session: Session) -> Actor:

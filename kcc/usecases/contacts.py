@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.orm import Session
 
 from kcc.errors import NotFound, Refused
 from kcc.records.api_json import klantcontact_json
 from kcc.usecases.paging import Page
 from kcc.usecases.references import as_id, as_uuid
-from store.klantinteracties import Klantcontact
+from store.klantinteracties import Betrokkene, DigitaalAdres, Klantcontact
 from store.uow import UnitOfWork
 
 
@@ -23,13 +23,31 @@ class AmbiguousReference(Refused):
     """The identifier names two different records (an id and a referentienummer); the uuid names one."""
 
 
-def list_contacts(uow: UnitOfWork, *, limit: int | None = 100, offset: int = 0) -> Page[dict[str, Any]]:
+def list_contacts(
+    uow: UnitOfWork, *, zoek: str = "", limit: int | None = 100, offset: int = 0
+) -> Page[dict[str, Any]]:
+    """Newest first; `zoek` finds a referentienummer exactly, or a word in the onderwerp or an e-mail address."""
+    conditions = _search(zoek.strip()) if zoek.strip() else []
     with uow:
-        query = select(Klantcontact).order_by(Klantcontact.plaatsgevonden_op.desc(), Klantcontact.id.desc())
-        total = uow.session.scalar(select(func.count()).select_from(Klantcontact)) or 0
+        query = select(Klantcontact).where(*conditions).order_by(
+            Klantcontact.plaatsgevonden_op.desc(), Klantcontact.id.desc())
+        total = uow.session.scalar(select(func.count()).select_from(Klantcontact).where(*conditions)) or 0
         rows = uow.session.scalars(query.offset(offset).limit(limit))
         return Page((klantcontact_json(uow.session, c, embed=False) for c in rows), total=total, offset=offset,
                     limit=limit)
+
+
+def _search(text: str) -> list[ColumnElement[bool]]:
+    pattern = "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    addresses = (
+        select(Betrokkene.klantcontact_id).join(DigitaalAdres, DigitaalAdres.betrokkene_id == Betrokkene.id)
+        .where(func.lower(DigitaalAdres.adres).like(pattern, escape="\\"))
+    )
+    return [or_(
+        Klantcontact.referentienummer == text,
+        func.lower(Klantcontact.onderwerp).like(pattern, escape="\\"),
+        Klantcontact.id.in_(addresses),
+    )]
 
 
 def show_contact(uow: UnitOfWork, reference: str | int) -> dict[str, Any]:

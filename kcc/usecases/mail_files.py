@@ -21,7 +21,10 @@ from store.blobs import get_blob
 from store.mail import InboundAttachment, InboundMail
 from store.uow import UnitOfWork
 
-__all__ = ["AttachmentNotFound", "SavedFile", "attachment_file", "describe_message", "is_message", "raw_mail"]
+__all__ = [
+    "IMAGE_TYPES", "AttachmentNotFound", "MailHtml", "SavedFile", "attachment_file", "describe_message", "is_message",
+    "mail_html", "mail_of_klantcontact", "raw_mail",
+]
 
 MESSAGE_TYPES = frozenset({"message/rfc822", "message/global"})
 MAX_NESTED_DEPTH = 3
@@ -139,3 +142,35 @@ def describe_message(data: bytes, depth: int = 1) -> dict[str, Any]:
         "sentAt": parsed.date.isoformat() if parsed.date and parsed.date_from_header else None,
         "text": parsed.text, "attachments": attachments,
     }
+
+
+IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
+"""Inline images shown in a mail's HTML: raster formats only (an SVG is a document that can carry script)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MailHtml:
+    """A mail's HTML part and its inline images: content id → attachment number."""
+
+    html: str | None
+    inline: dict[str, int]
+
+
+def mail_html(uow: UnitOfWork, mail_id: int) -> MailHtml:
+    """The HTML part as stored (unsanitised: the web layer cleans it) and which attachments its cid: names."""
+    with uow:
+        session = uow.session
+        mail = session.get(InboundMail, mail_id)
+        if mail is None:
+            raise MailNotFound(f"no stored mail with id {mail_id}")
+        rows = session.scalars(select(InboundAttachment).where(InboundAttachment.inbound_mail_id == mail_id)
+                               .order_by(InboundAttachment.position)).all()
+        inline = {row.content_id: number for number, row in enumerate(rows, 1)
+                  if row.content_id and row.formaat.lower() in IMAGE_TYPES}
+        return MailHtml(mail.html_body, inline)
+
+
+def mail_of_klantcontact(uow: UnitOfWork, klantcontact_id: int) -> int | None:
+    """The stored mail a klantcontact registered (None for our answers, which are not stored mail)."""
+    with uow:
+        return uow.session.scalar(select(InboundMail.id).where(InboundMail.klantcontact_id == klantcontact_id))

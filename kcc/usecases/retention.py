@@ -53,6 +53,7 @@ HANDLED_REFERENCES = frozenset({
     ("interne_taak", "vervangt_taak_id"), ("interne_taak_actor", "interne_taak_id"),
     ("onderwerpobject", "klantcontact_id"), ("onderwerpobject", "was_klantcontact_id"),
     ("outbox_message", "klantcontact_id"),
+    ("mail_claim", "inbound_mail_id"),  # ON DELETE CASCADE: the database removes a claim with its mail
 })
 """Every foreign key to a row a dossier deletes; a test fails when a table is added that refers to one."""
 

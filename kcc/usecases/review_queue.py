@@ -12,6 +12,7 @@ from kcc.usecases.mail_files import describe_message, is_message
 from kcc.usecases.paging import Page
 from kcc.usecases.review import MailNotFound
 from store.blobs import get_blob
+from store.klantinteracties import Actor
 from store.mail import InboundAttachment, InboundMail
 from store.states import MailState
 from store.uow import UnitOfWork
@@ -99,10 +100,21 @@ def show_mail(uow: UnitOfWork, mail_id: int) -> dict[str, Any]:
                 "error": mail.error,
                 "dismissReason": mail.dismiss_reason,
                 "klantcontactId": mail.klantcontact_id,
+                "hasHtml": mail.html_body is not None,
+                "reviewedBy": _reviewer(uow, mail.reviewed_by_id),
+                "reviewedAt": mail.reviewed_at.isoformat() if mail.reviewed_at else None,
                 "attachmentList": [_attachment(uow, number, a) for number, a in enumerate(mail.attachments, 1)],
             }
         )
         return detail
+
+
+def _reviewer(uow: UnitOfWork, actor_id: int | None) -> dict[str, str] | None:
+    """Who decided on the mail (the medewerker's actor), so a second employee learns who was first."""
+    if actor_id is None:
+        return None
+    actor = uow.session.get(Actor, actor_id)
+    return None if actor is None else {"naam": actor.naam, "identificator": actor.actoridentificator_object_id}
 
 
 def _attachment(uow: UnitOfWork, number: int, attachment: InboundAttachment) -> dict[str, Any]:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import false, func, or_, select
 from sqlalchemy.orm import Session
 
 from kcc.errors import NotFound
@@ -31,19 +31,21 @@ class TaakNotFound(TaakError, NotFound):
 
 
 def search(
-    uow: UnitOfWork, *, status: str | None = TaakStatus.TE_VERWERKEN, assigned: ActorRef | None = None,
-    limit: int | None = 500, offset: int = 0,
+    uow: UnitOfWork, *, status: str | None = TaakStatus.TE_VERWERKEN,
+    assigned: ActorRef | Sequence[ActorRef] | None = None, limit: int | None = 500, offset: int = 0,
 ) -> Page[dict[str, Any]]:
-    """Tasks by status (None: all) and assigned actor, oldest first (F3839)."""
+    """Tasks by status (None: all) and assigned actor (or any of several), oldest first (F3839)."""
     with uow:
         conditions = []
         if status is not None:
             conditions.append(InterneTaak.status == status)
         if assigned is not None:
-            actor_ids = select(Actor.id).where(
-                Actor.soort_actor == assigned.soort_actor,
-                (Actor.actoridentificator_object_id == assigned.identificator) | (Actor.naam == assigned.identificator),
-            )
+            refs = [assigned] if isinstance(assigned, ActorRef) else list(assigned)
+            actor_ids = select(Actor.id).where(or_(false(), *(
+                (Actor.soort_actor == ref.soort_actor)
+                & ((Actor.actoridentificator_object_id == ref.identificator) | (Actor.naam == ref.identificator))
+                for ref in refs
+            )))
             conditions.append(InterneTaak.id.in_(
                 select(InterneTaakActor.interne_taak_id).where(InterneTaakActor.actor_id.in_(actor_ids))
             ))
