@@ -9,7 +9,7 @@ from typing import Any
 from starlette.requests import Request
 from wtforms import BooleanField, Form, SelectField, StringField, TextAreaField
 from wtforms.csrf.session import SessionCSRF
-from wtforms.fields.choices import SelectChoice
+from wtforms.fields.choices import SelectChoice  # type: ignore[attr-defined]  # stubs 3.2 predate it (3.3)
 from wtforms.validators import DataRequired, Length, Optional
 
 from store.states import DismissReason
