@@ -23,7 +23,7 @@ from kcc.config import OidcConfig, WebConfig
 from kcc.errors import KccError, NotAllowed
 from kcc.secrets import resolve_secret
 from kcc.usecases.access import Gebruiker, Rol
-from kcc.web.forms import CsrfOnly, DevSignIn
+from kcc.web.forms import CsrfOnly, DevSignIn, fresh_csrf_secret
 from kcc.web.pages import http_status, pages_of
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,9 @@ def signed_in(request: Request) -> Gebruiker | None:
 def start_session(request: Request, gebruiker: Gebruiker) -> None:
     """A new session for the person (never the one from before the sign-in: no session fixation)."""
     request.session.clear()
+    # The CSRF secret is made here, once: the session lives in a cookie that every response (a stylesheet too)
+    # sends back as it was read, so a secret first made while a page loads would be lost to a parallel request.
+    request.session["csrf"] = fresh_csrf_secret()
     request.session["gebruiker"] = gebruiker.as_json()
     request.session["aangemeld_op"] = datetime.now(UTC).isoformat()
     log.info("medewerker=%s signed in (roles %s, afdelingen %d)", gebruiker.identificator,
@@ -160,7 +163,9 @@ class OidcSignIn:
         oauth.register(
             "idp", client_id=self.config.client_id, client_secret=secret or None,
             server_metadata_url=f"{self.config.issuer.rstrip('/')}/.well-known/openid-configuration",
-            client_kwargs={"scope": self.config.scopes, "code_challenge_method": "S256"},
+            client_kwargs={"scope": self.config.scopes, "code_challenge_method": "S256",
+                           # a public client (no secret) names itself in the token request's body
+                           "token_endpoint_auth_method": "client_secret_basic" if secret else "none"},
         )
         self.client: Any = oauth.create_client("idp")
 

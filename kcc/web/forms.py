@@ -29,13 +29,13 @@ class KccForm(Form):
     def bound(cls, request: Request, formdata: Any = None, **data: Any) -> Any:
         """The form for this request (its session and secret); `formdata` is what was posted."""
         session = request.session
-        session.setdefault("csrf", _fresh_secret())  # validation needs one, also for a forged first request
+        session.setdefault("csrf", fresh_csrf_secret())  # validation needs one, also for a forged first request
         meta = {"csrf_context": session, "csrf_secret": request.app.state.csrf_secret,
                 "csrf_time_limit": request.app.state.csrf_time_limit}
         return cls(formdata=formdata, meta=meta, **data)
 
 
-def _fresh_secret() -> str:
+def fresh_csrf_secret() -> str:
     import secrets
 
     return secrets.token_hex(32)

@@ -28,13 +28,15 @@ def kcc_mail(
 def write_config(
     directory: Path, database_url: str, *, imap: ImapUser | None = None, smtp_port: int | None = None,
     extra: str = "", imap_port: int | None = None, mailbox_extra: str = "", smtp_extra: str = "",
-    timeout: float = 10.0, mailbox_name: str = "info",
+    timeout: float = 10.0, mailbox_name: str = "info", web: str = "enabled = false\n",
 ) -> Path:
     """A kcc-mail.toml in `directory`: the test database, an IMAP mailbox on the private Dovecot (else a
     Maildir), plain SMTP to a test server on loopback (else the .eml directory), plus `extra` TOML.
 
     `imap_port` points the mailbox at another loopback port (a fault proxy in front of Dovecot); `mailbox_extra`
     and `smtp_extra` are TOML lines added to the [[mailbox]] and [smtp] tables; `timeout` is both their timeout.
+    `web` is the [web] table: off unless a test wants the screen, so services started side by side (and tests
+    run beside each other) never compete for its default port.
     """
     if imap is not None:
         mailbox = (
@@ -51,7 +53,7 @@ def write_config(
     (directory / "kcc-mail.toml").write_text(
         f'[database]\nurl = "{database_url}"\n\n[[mailbox]]\nname = "{mailbox_name}"\n{mailbox}{mailbox_extra}\n'
         f'[smtp]\n{smtp}{smtp_extra}'
-        f'from_address = "info@gemeente.example"\nfrom_name = "Gemeente Voorbeeld"\n\n{extra}',
+        f'from_address = "info@gemeente.example"\nfrom_name = "Gemeente Voorbeeld"\n\n[web]\n{web}\n{extra}',
         encoding="utf-8",
     )
     return directory

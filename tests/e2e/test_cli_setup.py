@@ -137,5 +137,6 @@ def test_run_on_the_defaults_picks_up_mail_and_stops_on_sigterm(tmp_path: Path) 
     assert said[1:] == [  # at the default log level, it still says once what it watches
         "intake: mailbox info from Maildir var/mail/info, as soon as a file arrives in new/",
         "replies: sent to the folder var/outgoing",
+        "web screen: http://127.0.0.1:8000/ (development sign-in, this computer only)",
         "stop with Ctrl-C or SIGTERM: the mail in hand is finished first",
     ]

@@ -430,7 +430,8 @@ def test_postgres_cut_during_relay_finish_the_reply_ends_sent_or_uncertain_never
     engine = make_engine(postgres_url)
     with running_faulty_server() as server:
         write_config(tmp_path, through(postgres_proxy, postgres_url), imap=imap_user, mailbox_name=imap_user.name,
-                     smtp_port=server.port, extra="[replies]\nrelay_interval = 0.5\nlease_seconds = 3.0\n")
+                     smtp_port=server.port, timeout=3.0, smtp_extra="data_timeout = 3.0\n",
+                     extra="[replies]\nrelay_interval = 0.5\nlease_seconds = 8.0\n")  # a lease outlasts a send
         _, outbox_id = reply_queued(tmp_path, imap_user)
         log = tmp_path / "service.log"
         server.hold_data()

@@ -69,6 +69,9 @@ data_timeout = {lease_seconds / 3:.3f}
 [replies]
 lease_seconds = {lease_seconds}
 relay_interval = 0.5
+
+[web]
+enabled = false
 """,
         encoding="utf-8",
     )

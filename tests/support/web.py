@@ -65,6 +65,17 @@ def token(html: str) -> str:
     return found.group(1)
 
 
+def form_token(html: str, action: str) -> str:
+    """The CSRF token inside the form that posts to `action` (the first form's when the page has none: a test
+    of a refused POST may post where no form points)."""
+    for form in re.findall(r"<form\b[^>]*>.*?</form>", html, re.S):
+        if re.search(rf'action="{re.escape(action)}"', form.split(">", 1)[0]):
+            found = _TOKEN.search(form)
+            assert found and found.group(1), f"the form that posts to {action} carries no CSRF token"
+            return found.group(1)
+    return token(html)
+
+
 class Person:
     """Someone using the screen: an HTTP client with its own session cookie."""
 
@@ -85,10 +96,10 @@ class Person:
         return self.client.get(path)
 
     def post(self, path: str, data: dict[str, str] | None = None, *, from_page: str | None = None) -> httpx.Response:
-        """Post a form the way the browser does: with the token of the page it is on (`from_page`, else `path`'s
-        own page without its last part)."""
+        """Post a form the way the browser does: the form on the page it is on (`from_page`, else `path`'s own
+        page without its last part) whose action is `path`, with that form's own token."""
         page = self.client.get(from_page or path.rsplit("/", 1)[0])
-        return self.client.post(path, data={"csrf_token": token(page.text), **(data or {})})
+        return self.client.post(path, data={"csrf_token": form_token(page.text, path), **(data or {})})
 
     def close(self) -> None:
         self.client.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -168,3 +169,37 @@ def test_a_configuration_file_that_is_not_utf8_or_is_a_folder_is_one_clear_error
         load_config(latin, environ={})
     with pytest.raises(ConfigError, match="is a folder"):
         load_config(tmp_path, environ={})
+
+
+def test_the_example_signs_in_through_oidc_with_groups_as_roles() -> None:
+    web = load_config(EXAMPLE, environ={}).web
+    assert (web.auth, web.listen, web.public_url) == ("oidc", "127.0.0.1:8000", "https://kcc-mail.gemeente.nl")
+    assert (web.oidc.roles_claim, web.oidc.role_kcc, web.oidc.afdeling_prefix) == ("groups", "kcc-medewerkers",
+                                                                                  "afdeling-")
+    assert web.base_url == "https://kcc-mail.gemeente.nl"
+
+
+@pytest.mark.parametrize(("web", "refused"), [
+    ('listen = "0.0.0.0:8000"', 'only allowed on a loopback address, not on 0.0.0.0'),
+    ('listen = "192.0.2.10:8000"\nauth = "dev"', "not on 192.0.2.10"),
+    ('auth = "oidc"\nsession_secret_env = "S"\n[web.oidc]\nclient_id = "kcc"', "needs web.oidc.issuer"),
+    ('auth = "oidc"\nsession_secret_env = "S"\n[web.oidc]\nissuer = "http://idp.gemeente.nl"\nclient_id = "kcc"',
+     "must be an https:// address"),
+    ('auth = "oidc"\n[web.oidc]\nissuer = "https://idp.gemeente.nl"\nclient_id = "kcc"', "needs a session secret"),
+    ('listen = "8000"', "must be HOST:PORT"),
+    ('timezone = "Europe/Utrecht"', "is not a time zone"),
+])
+def test_a_web_screen_that_would_let_anyone_in_or_cannot_work_is_refused(
+    tmp_path: Path, web: str, refused: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(refused)):
+        load_config(write(tmp_path, f"[web]\n{web}\n"), environ={})
+
+
+def test_the_development_sign_in_is_allowed_on_loopback_and_an_idp_on_loopback_may_be_plain_http(
+    tmp_path: Path
+) -> None:
+    assert load_config(write(tmp_path, '[web]\nlisten = "[::1]:8080"\n'), environ={}).web.port == 8080
+    oidc = ('[web]\nlisten = "0.0.0.0:8000"\nauth = "oidc"\nsession_secret_env = "S"\n'
+            '[web.oidc]\nissuer = "http://localhost:9000"\nclient_id = "kcc"\n')
+    assert load_config(write(tmp_path, oidc), environ={}).web.oidc.issuer == "http://localhost:9000"

@@ -17,16 +17,12 @@ from kcc.usecases.status import check_status
 from kcc.web.auth import page
 from kcc.web.forms import Afwijzen
 from kcc.web.pages import flash, pages_of
-from kcc.web.views.common import call, kcc_app, number, path_id
+from kcc.web.views.common import OUTBOX_NAMES, call, kcc_app, number, path_id
 from kcc.web.views.mail import download
 from store.states import OutboxStatus
 
 log = logging.getLogger(__name__)
 
-OUTBOX_NAMES = {
-    "pending": "wacht", "sending": "wordt verzonden", "retry": "opnieuw proberen", "sent": "verzonden",
-    "failed": "mislukt", "uncertain": "onzeker", "bounced": "onbestelbaar",
-}
 
 
 @page(Rol.BEHEER)

@@ -14,6 +14,11 @@ from kcc.errors import Refused
 
 T = TypeVar("T")
 
+OUTBOX_NAMES = {  # an outbox status as the screens say it
+    "pending": "wacht", "sending": "wordt verzonden", "retry": "opnieuw proberen", "sent": "verzonden",
+    "failed": "mislukt", "uncertain": "onzeker", "bounced": "onbestelbaar",
+}
+
 
 class BadInput(Refused):
     """A value in the address or the form cannot be read; the message says which and how to write it."""

@@ -34,7 +34,7 @@ from kcc.web.forms import Afwijzen, Doorzetten, actor_choices, handeling_choices
 from kcc.web.pages import flash, pages_of
 from kcc.web.sanitize import mail_html as sanitised
 from kcc.web.security import frame_policy
-from kcc.web.views.common import BadInput, call, kcc_app, path_id
+from kcc.web.views.common import OUTBOX_NAMES, BadInput, call, kcc_app, path_id
 from kcc.web.views.werkvoorraad import FLAG_NAMES, STATE_NAMES
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,7 @@ async def _render(
         "mail": mail, "claim": claim, "history": earlier, "templates": templates, "template": template,
         "reply_values": values, "concept": concept, "probleem": problem, "doorzetten": doorzetten,
         "afwijzen": afwijzen or Afwijzen.bound(request), "flag_names": FLAG_NAMES, "state_names": STATE_NAMES,
+        "outbox_names": OUTBOX_NAMES,
         "needs_force": [f for f in NEVER_ANSWER_AUTOMATICALLY if f in mail["flags"]],
         "image_token": _signer(request).dumps(mail_id),
     }
