@@ -12,6 +12,7 @@ from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
 
 from sqlalchemy import ColumnElement, String, cast, func, or_, select
+from sqlalchemy.orm import load_only
 
 from ingest.classify import FLAGS
 from kcc.errors import Refused
@@ -31,6 +32,9 @@ __all__ = ["FILTER_FLAGS", "VERVOLG", "BadFilter", "Werkvoorraad", "Werkvoorraad
 VERVOLG = "vervolg"
 """Not a parser flag: the mail answers one of ours or follows a registered mail (In-Reply-To)."""
 FILTER_FLAGS = (*sorted(FLAGS), VERVOLG)
+LISTED = (InboundMail.uuid, InboundMail.state, InboundMail.mailbox, InboundMail.from_address, InboundMail.from_name,
+          InboundMail.subject, InboundMail.received_at, InboundMail.flags, InboundMail.reason)
+"""The columns a row of the list shows: never the bodies (up to megabytes each) nor the headers it does not."""
 
 
 class BadFilter(Refused):
@@ -86,7 +90,7 @@ def werkvoorraad(
             .correlate(InboundMail).scalar_subquery()
         )
         rows = session.execute(
-            select(InboundMail, attachments).where(*conditions)
+            select(InboundMail, attachments).options(load_only(*LISTED)).where(*conditions)
             .order_by(InboundMail.received_at, InboundMail.id).offset(offset).limit(page_size)
         ).all()
         by_state: dict[str, int] = {state.value: 0 for state in MailState}

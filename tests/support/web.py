@@ -82,7 +82,9 @@ class Person:
     def __init__(self, site: Site, naam: str, email: str, *, kcc: bool = False, beheer: bool = False,
                  afdelingen: str = "") -> None:
         self.email = email
-        self.client = httpx.Client(base_url=site.url, follow_redirects=False, timeout=30)
+        # TCP_NODELAY: without it each request after the first waits ~40 ms for a delayed ACK (Nagle)
+        transport = httpx.HTTPTransport(socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
+        self.client = httpx.Client(base_url=site.url, follow_redirects=False, timeout=30, transport=transport)
         form = self.client.get("/aanmelden")
         data = {"csrf_token": token(form.text), "naam": naam, "email": email, "afdelingen": afdelingen, "terug": "/"}
         if kcc:
