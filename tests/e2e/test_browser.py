@@ -352,3 +352,25 @@ def test_hostile_html_runs_nothing_and_fetches_nothing_but_stays_readable(
     assert csrf_less.status == 403
     anna.goto(mail_path)
     assert anna.get_by_role("heading", name="Beslissen").is_visible(), "a POST without its token decided"
+
+
+def test_a_mail_can_be_decided_with_the_keyboard_alone(service: Service, sign_in: Callable[[str], Any]) -> None:
+    subject = f"Alleen toetsenbord {service.imap.name}"
+    service.imap.append(customer_mail(subject, "Graag een bevestiging.", message_id=f"toets-{service.imap.name}@x.nl"))
+    anna = sign_in("anna")
+    open_mail(anna, subject)
+    anna.keyboard.press("Tab")
+    assert anna.evaluate("document.activeElement.textContent.trim()") == "Naar de inhoud", "no skip link first"
+    for _ in range(120):
+        anna.keyboard.press("Tab")
+        focused = anna.evaluate("""() => { const e = document.activeElement; const r = e.getBoundingClientRect();
+            return {text: e.textContent.trim(), visible: r.width > 0 && r.height > 0,
+                    outline: getComputedStyle(e).outlineStyle}; }""")
+        assert focused["visible"], f"focus went to something invisible: {focused}"
+        if focused["text"] == "Registreren zonder vervolg":
+            assert focused["outline"] != "none", "the focused button shows no focus"
+            break
+    else:
+        raise AssertionError("Tab never reached the button Registreren zonder vervolg")
+    anna.keyboard.press("Enter")
+    assert "Geregistreerd" in anna.get_by_role("status").first.inner_text()
