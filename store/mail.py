@@ -16,6 +16,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -48,6 +49,9 @@ class InboundMail(Base):
         ),
         CheckConstraint("state <> 'afgewezen' OR dismiss_reason IS NOT NULL", name="afgewezen_heeft_reden"),
         Index("ix_inbound_mail_state_received", "state", "received_at"),
+        # the history beside a mail: the same sender (as typed in any case) and the replies to it
+        Index("ix_inbound_mail_from_lower", text("lower(from_address)")),
+        Index("ix_inbound_mail_in_reply_to", "in_reply_to"),
     )
 
     id: Mapped[int] = id_column()

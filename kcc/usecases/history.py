@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy.orm import load_only
 
 from kcc.usecases.review import MailNotFound
 from store.klantinteracties import Klantcontact, Onderwerpobject
@@ -17,6 +18,11 @@ __all__ = ["HISTORY_LIMIT", "history"]
 
 HISTORY_LIMIT = 25
 """Entries shown per mail; an address that mailed more often shows its newest."""
+
+
+SHOWN = (InboundMail.subject, InboundMail.received_at, InboundMail.state, InboundMail.from_address,
+         InboundMail.klantcontact_id, InboundMail.message_id, InboundMail.in_reply_to)
+"""What a row of the history shows or needs: never the bodies."""
 
 
 def history(uow: UnitOfWork, mail_id: int, *, limit: int = HISTORY_LIMIT) -> list[dict[str, Any]]:
@@ -38,7 +44,7 @@ def history(uow: UnitOfWork, mail_id: int, *, limit: int = HISTORY_LIMIT) -> lis
         if mail.from_address:
             related.append(func.lower(InboundMail.from_address) == mail.from_address.lower())
         rows = session.scalars(
-            select(InboundMail).where(InboundMail.id != mail.id, or_(*related))
+            select(InboundMail).options(load_only(*SHOWN)).where(InboundMail.id != mail.id, or_(*related))
             .order_by(InboundMail.received_at.desc(), InboundMail.id.desc()).limit(limit)
         ).all()
         contact_ids = [r.klantcontact_id for r in rows if r.klantcontact_id is not None]

@@ -32,6 +32,7 @@ __all__ = ["FILTER_FLAGS", "VERVOLG", "BadFilter", "Werkvoorraad", "Werkvoorraad
 VERVOLG = "vervolg"
 """Not a parser flag: the mail answers one of ours or follows a registered mail (In-Reply-To)."""
 FILTER_FLAGS = (*sorted(FLAGS), VERVOLG)
+COUNTED = (MailState.TE_BEOORDELEN.value, MailState.QUARANTAINE.value)
 LISTED = (InboundMail.uuid, InboundMail.state, InboundMail.mailbox, InboundMail.from_address, InboundMail.from_name,
           InboundMail.subject, InboundMail.received_at, InboundMail.flags, InboundMail.reason)
 """The columns a row of the list shows: never the bodies (up to megabytes each) nor the headers it does not."""
@@ -54,6 +55,10 @@ class WerkvoorraadFilter:
     zone: tzinfo = UTC
     """The time zone the dates are meant in (the KCC's, from web.timezone)."""
 
+    @property
+    def narrowed_by_state_and_mailbox_only(self) -> bool:
+        return not (self.flag or self.van or self.tot or self.zoek.strip())
+
     def check(self) -> None:
         if self.state not in tuple(MailState):
             raise BadFilter(f"unknown state {self.state!r}; choose one of {', '.join(MailState)}")
@@ -68,23 +73,42 @@ class Werkvoorraad:
     """One page of the list, the counts per state (over the mailbox filter only), and the known mailboxes."""
 
     mails: Page[dict[str, Any]]
-    counts: dict[str, int]
+    counts: dict[str, int | None]
+    """Mails per state for the states that are work (COUNTED); None for the archive states, whose counts would
+    cost a scan of every mail ever kept and tell the employee nothing."""
     mailboxes: list[str]
     claims: dict[int, Inbehandeling] = field(default_factory=dict)
 
 
 def werkvoorraad(
     uow: UnitOfWork, where: WerkvoorraadFilter, *, gebruiker: Gebruiker | None = None, page: int = 1,
-    page_size: int = 50, now: datetime | None = None,
+    page_size: int = 50, now: datetime | None = None, mailboxes: list[str] | None = None,
 ) -> Werkvoorraad:
-    """The page `page` (1 = the oldest mails) of the mails matching `where`."""
+    """The page `page` (1 = the oldest mails) of the mails matching `where`.
+
+    `mailboxes` are the names the filter offers (the configured ones); without them every name in the database is
+    read, which costs a scan of all mail.
+    """
     where.check()
     now = now or utcnow()
     offset = (max(page, 1) - 1) * page_size
     with uow:
         session = uow.session
         conditions = _conditions(session.get_bind().dialect, where)
-        total = session.scalar(select(func.count()).select_from(InboundMail).where(*conditions)) or 0
+        mailbox_only = [InboundMail.mailbox == where.mailbox] if where.mailbox else []
+        by_state: dict[str, int | None] = {state.value: None for state in MailState}
+        for state, count in session.execute(
+            select(InboundMail.state, func.count()).where(InboundMail.state.in_(COUNTED), *mailbox_only)
+            .group_by(InboundMail.state)
+        ):
+            by_state[state] = count
+        for state in COUNTED:
+            by_state[state] = by_state[state] or 0
+        counted = by_state[where.state]
+        if counted is not None and where.narrowed_by_state_and_mailbox_only:
+            total = counted
+        else:
+            total = session.scalar(select(func.count()).select_from(InboundMail).where(*conditions)) or 0
         attachments = (
             select(func.count()).where(InboundAttachment.inbound_mail_id == InboundMail.id)
             .correlate(InboundMail).scalar_subquery()
@@ -93,13 +117,8 @@ def werkvoorraad(
             select(InboundMail, attachments).options(load_only(*LISTED)).where(*conditions)
             .order_by(InboundMail.received_at, InboundMail.id).offset(offset).limit(page_size)
         ).all()
-        by_state: dict[str, int] = {state.value: 0 for state in MailState}
-        mailbox_only = [InboundMail.mailbox == where.mailbox] if where.mailbox else []
-        for state, count in session.execute(
-            select(InboundMail.state, func.count()).where(*mailbox_only).group_by(InboundMail.state)
-        ):
-            by_state[state] = count
-        mailboxes = sorted(session.scalars(select(InboundMail.mailbox).distinct()))
+        if mailboxes is None:
+            mailboxes = sorted(session.scalars(select(InboundMail.mailbox).distinct()))
         mails = Page((_row(mail, count) for mail, count in rows), total=total, offset=offset, limit=page_size)
         claimed = claims_for(session, [m["id"] for m in mails], gebruiker, now)
         return Werkvoorraad(mails, by_state, mailboxes, claimed)

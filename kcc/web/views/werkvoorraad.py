@@ -39,7 +39,8 @@ async def index(request: Request, gebruiker: Gebruiker) -> Response:
     except (BadFilter, BadInput) as exc:
         problem, where = str(exc), WerkvoorraadFilter(zone=request.app.state.zone)
     pagina = number(query.get("pagina"), "pagina", 1) or 1
-    result = await call(werkvoorraad, app.uow(), where, gebruiker=gebruiker, page=pagina, page_size=web.page_size)
+    result = await call(werkvoorraad, app.uow(), where, gebruiker=gebruiker, page=pagina, page_size=web.page_size,
+                        mailboxes=sorted(m.name for m in app.config.mailboxes))
     pages = max(1, -(-result.mails.total // web.page_size))
     context = {
         "result": result, "where": where, "pagina": min(pagina, pages), "paginas": pages, "probleem": problem,

@@ -38,6 +38,10 @@ def upgrade() -> None:
     with op.batch_alter_table('mail_claim', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_mail_claim_until'), ['until'], unique=False)
 
+    # the history beside a mail (kcc.usecases.history): the same sender, and the mails that reply to it
+    op.create_index('ix_inbound_mail_from_lower', 'inbound_mail', [sa.text('lower(from_address)')], unique=False)
+    op.create_index('ix_inbound_mail_in_reply_to', 'inbound_mail', ['in_reply_to'], unique=False)
+
     if op.get_bind().dialect.name == "postgresql":
         op.execute(f"CREATE INDEX {PG_INDEX} ON inbound_mail USING gin ({PG_DOCUMENT})")
         return
@@ -57,6 +61,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index('ix_inbound_mail_in_reply_to', table_name='inbound_mail')
+    op.drop_index('ix_inbound_mail_from_lower', table_name='inbound_mail')
     if op.get_bind().dialect.name == "postgresql":
         op.execute(f"DROP INDEX IF EXISTS {PG_INDEX}")
     else:
