@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, cast, func, or_, select
+from sqlalchemy import ColumnElement, String, cast, func, select, union
 from sqlalchemy.orm import load_only
 
 from ingest.classify import FLAGS
@@ -32,6 +32,8 @@ __all__ = ["FILTER_FLAGS", "VERVOLG", "BadFilter", "Werkvoorraad", "Werkvoorraad
 VERVOLG = "vervolg"
 """Not a parser flag: the mail answers one of ours or follows a registered mail (In-Reply-To)."""
 FILTER_FLAGS = (*sorted(FLAGS), VERVOLG)
+SEARCH_COUNT_LIMIT = 1000
+"""A search counts its matches this far: an exact count of 20,000 matches costs a visit to each of them."""
 COUNTED = (MailState.TE_BEOORDELEN.value, MailState.QUARANTAINE.value)
 LISTED = (InboundMail.uuid, InboundMail.state, InboundMail.mailbox, InboundMail.from_address, InboundMail.from_name,
           InboundMail.subject, InboundMail.received_at, InboundMail.flags, InboundMail.reason)
@@ -78,6 +80,8 @@ class Werkvoorraad:
     cost a scan of every mail ever kept and tell the employee nothing."""
     mailboxes: list[str]
     claims: dict[int, Inbehandeling] = field(default_factory=dict)
+    more_than: bool = False
+    """The search matched more than SEARCH_COUNT_LIMIT mails: `mails.total` is that limit plus one."""
 
 
 def werkvoorraad(
@@ -105,10 +109,13 @@ def werkvoorraad(
         for state in COUNTED:
             by_state[state] = by_state[state] or 0
         counted = by_state[where.state]
+        more_than = False
         if counted is not None and where.narrowed_by_state_and_mailbox_only:
             total = counted
-        else:
-            total = session.scalar(select(func.count()).select_from(InboundMail).where(*conditions)) or 0
+        else:  # a search or a filter: counted up to SEARCH_COUNT_LIMIT, beyond that "more than" is enough
+            matched = select(InboundMail.id).where(*conditions).limit(SEARCH_COUNT_LIMIT + 1).subquery()
+            total = session.scalar(select(func.count()).select_from(matched)) or 0
+            more_than = total > SEARCH_COUNT_LIMIT
         attachments = (
             select(func.count()).where(InboundAttachment.inbound_mail_id == InboundMail.id)
             .correlate(InboundMail).scalar_subquery()
@@ -121,7 +128,7 @@ def werkvoorraad(
             mailboxes = sorted(session.scalars(select(InboundMail.mailbox).distinct()))
         mails = Page((_row(mail, count) for mail, count in rows), total=total, offset=offset, limit=page_size)
         claimed = claims_for(session, [m["id"] for m in mails], gebruiker, now)
-        return Werkvoorraad(mails, by_state, mailboxes, claimed)
+        return Werkvoorraad(mails, by_state, mailboxes, claimed, more_than=more_than)
 
 
 def _conditions(dialect: Any, where: WerkvoorraadFilter) -> list[ColumnElement[bool]]:
@@ -143,17 +150,19 @@ def _conditions(dialect: Any, where: WerkvoorraadFilter) -> list[ColumnElement[b
 
 
 def _search(dialect: Any, text: str) -> ColumnElement[bool]:
-    """Words in sender, subject or text; a number also finds the mail registered under that referentienummer."""
-    options: list[ColumnElement[bool]] = []
+    """Words in sender, subject or text; a number also finds the mail registered under that referentienummer.
+
+    The two are a UNION of ids, not an OR: an OR of the text match with anything else keeps PostgreSQL from the
+    full-text index and makes it compute every mail's text vector (seconds with 100,000 mails).
+    """
     matching = search.matches(dialect, text)
-    if matching is not None:
-        options.append(matching)
-    if text.isdigit() or text.isalnum():
-        options.append(InboundMail.klantcontact_id.in_(
-            select(Klantcontact.id).where(Klantcontact.referentienummer == text)))
-    if not options:
-        return InboundMail.id.is_(None)
-    return or_(*options)
+    if not text.isdigit():
+        return matching if matching is not None else InboundMail.id.is_(None)
+    registered = (select(InboundMail.id).join(Klantcontact, Klantcontact.id == InboundMail.klantcontact_id)
+                  .where(Klantcontact.referentienummer == text))
+    if matching is None:
+        return InboundMail.id.in_(registered)
+    return InboundMail.id.in_(union(select(InboundMail.id).where(matching), registered))
 
 
 def _follow_up() -> ColumnElement[bool]:

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from support.mails import customer_mail, queue_mail
 
+import kcc.usecases.werkvoorraad as werkvoorraad_module
 from kcc.bootstrap import App
 from kcc.records.actor import medewerker
 from kcc.usecases.review import NoFollowUp, register
@@ -121,3 +122,16 @@ def test_a_filter_that_names_nothing_is_refused_with_what_to_do(app: App, where:
                                                                  says: str) -> None:
     with pytest.raises(BadFilter, match=says):
         werkvoorraad(app.uow(), where)
+
+
+def test_a_search_that_matches_very_many_says_more_than_and_still_pages(
+    app: App, box: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(werkvoorraad_module, "SEARCH_COUNT_LIMIT", 2)
+    for minute in range(4):
+        queue_mail(app, customer_mail(f"Container {minute}"), box, received_at=T0 + timedelta(minutes=minute))
+    found = werkvoorraad(app.uow(), WerkvoorraadFilter(mailbox=box, zoek="container"), page_size=3)
+    assert found.more_than and found.mails.total == 3
+    assert [m["subject"] for m in found.mails] == ["Container 0", "Container 1", "Container 2"]
+    exact = werkvoorraad(app.uow(), WerkvoorraadFilter(mailbox=box))
+    assert not exact.more_than and exact.mails.total == 4, "the list without a search is counted exactly"
