@@ -127,6 +127,11 @@ def real_source_factory(config: Config) -> SourceFactory:
     """IMAP or Maildir, by the mailbox's `kind`; each module is imported only when a mailbox of its kind is used."""
 
     def build(mailbox: MailboxConfig) -> MailSource:
+        if mailbox.kind == "lmtp":
+            raise ConfigError(
+                f"mailbox {mailbox.name!r} is kind lmtp: the MTA delivers its mail to `kcc-mail run`, there is "
+                "nothing to poll"
+            )
         if mailbox.kind == "imap":
             from ingest.sources.imap import ImapSource
 

@@ -16,6 +16,7 @@ from ingest.poller import IntakeSummary, Poller, PollSettings
 from ingest.sources.base import SourceError
 from kcc.bootstrap import App, classify_options, relay_settings
 from kcc.config import MailboxConfig
+from kcc.lmtp import lmtp_listeners
 from kcc.logs import log_failure
 from kcc.usecases.bounces import process_bounces
 from kcc.usecases.heartbeat import Heartbeat, beat, forget_dead, kcc_version, remove_heartbeat
@@ -46,7 +47,7 @@ def poll_once(app: App, mailboxes: Iterable[MailboxConfig]) -> tuple[IntakeSumma
     """Fetch what is new in each mailbox; returns the total and the mailboxes that could not be reached."""
     total, unreachable = IntakeSummary(), []
     owner = process_owner()
-    for mailbox in mailboxes:
+    for mailbox in polled(mailboxes):
         poller = make_poller(app, mailbox, owner)
         try:
             total.add(poller.run_once())
@@ -56,6 +57,11 @@ def poll_once(app: App, mailboxes: Iterable[MailboxConfig]) -> tuple[IntakeSumma
             poller.close()
     process_bounces(app.uow)
     return total, unreachable
+
+
+def polled(mailboxes: Iterable[MailboxConfig]) -> list[MailboxConfig]:
+    """The mailboxes kcc-mail fetches from; an LMTP mailbox is delivered to us instead (kcc.lmtp)."""
+    return [mailbox for mailbox in mailboxes if mailbox.kind != "lmtp"]
 
 
 def relay_once(app: App) -> RelaySummary:
@@ -119,7 +125,7 @@ def describe(
     config = app.config
     lines = [f"kcc-mail running (version {kcc_version()}, process {owner}); "
              f"database {app.engine.url.render_as_string(hide_password=True)}"]
-    for mailbox in config.mailboxes if intake else ():
+    for mailbox in polled(config.mailboxes) if intake else ():
         if mailbox.kind == "imap":
             place = f"IMAP {mailbox.host}:{mailbox.port} folder {mailbox.folder}"
             when = f"at once where the server has IDLE, else every {mailbox.poll_interval:g} s"
@@ -138,7 +144,7 @@ def describe(
 
 
 class Companion(Protocol):
-    """Something an entry point runs beside the service (the web screen), started and stopped with it."""
+    """Something run beside the service (the web screen, an LMTP listener), started and stopped with it."""
 
     def describe(self) -> str: ...
 
@@ -162,6 +168,8 @@ def run_service(
         log.info("signal %s received; finishing the mail in hand and stopping", signum)
         stop.set()
 
+    if intake:  # bound before anything starts: an address in use stops the start with one clear line
+        companions = [*lmtp_listeners(app), *companions]
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
@@ -169,7 +177,7 @@ def run_service(
         threading.Thread(
             target=make_poller(app, mailbox, owner, stop).run_forever, name=f"intake-{mailbox.name}", daemon=True
         )
-        for mailbox in (app.config.mailboxes if intake else ())
+        for mailbox in (polled(app.config.mailboxes) if intake else ())
     ]
     if intake:
         threads.append(threading.Thread(target=run_bounces, args=(app, stop), name="bounces", daemon=True))

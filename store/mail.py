@@ -64,6 +64,10 @@ class InboundMail(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime())
     stored_at: Mapped[datetime] = created_column()
+    # The LMTP envelope as the MTA gave it (None for mail fetched from a mailbox): who it was for and from where
+    envelope_from: Mapped[str | None] = mapped_column(SafeText, nullable=True)
+    envelope_to: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    client_address: Mapped[str | None] = mapped_column(SafeText, nullable=True)
 
     message_id: Mapped[str] = mapped_column(SafeString(998), default="", index=True)
     message_id_synthetic: Mapped[bool] = mapped_column(Boolean, default=False)
