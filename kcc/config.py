@@ -152,6 +152,8 @@ class MonitoringConfig:
     uncertain_warning: int = 1
     failed_warning: int = 0
     quarantine_warning: int = 1
+    reconcile_interval_minutes: float = 60.0
+    """How often `kcc-mail run` reconciles each IMAP mailbox with the database (0: only `kcc-mail reconcile`)."""
 
 
 @dataclass(frozen=True, slots=True)

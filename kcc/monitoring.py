@@ -64,6 +64,9 @@ class MailboxFigures:
     last_error: str = ""
     states: dict[str, int] = field(default_factory=dict)
     oldest_waiting_at: datetime | None = None
+    reconciled_at: datetime | None = None
+    reconcile_lost: int = 0
+    reconcile_summary: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +128,7 @@ def evaluate(figures: Figures, config: Config) -> list[Check]:
     checks += [poll_check(m, figures.now, monitoring) for m in figures.mailboxes if m.configured and (
         monitoring.poll_warning_minutes or monitoring.poll_critical_minutes) and m.name not in lmtp]
     checks += [lmtp_check(m, lmtp[m.name].listen, figures.now) for m in figures.mailboxes if m.name in lmtp]
+    checks += [reconcile_check(m, figures.now) for m in figures.mailboxes if m.configured and m.reconciled_at]
     checks.append(backlog_check(
         "review", figures.review, figures.now, monitoring.review_warning_minutes,
         monitoring.review_critical_minutes, ("mail", "mails"), "waiting for review",
@@ -195,6 +199,16 @@ def lmtp_check(mailbox: MailboxFigures, listen: str, now: datetime) -> Check:
         return Check(name, Level.WARNING, f"{name}: LMTP on {listen}, {stored}; last delivery deferred: "
                                           f"{_one_line(mailbox.last_error)}")
     return Check(name, Level.OK, f"{name}: LMTP on {listen}, {stored}")
+
+
+def reconcile_check(mailbox: MailboxFigures, now: datetime) -> Check:
+    """A mail on the server that kcc-mail does not have is the loss nobody sees otherwise: critical."""
+    name = f"mailbox {mailbox.name}"
+    when = ago(now, mailbox.reconciled_at) if mailbox.reconciled_at else "never"
+    if mailbox.reconcile_lost:
+        return Check(name, Level.CRITICAL, f"{name}: reconciliation {when} ago found {mailbox.reconcile_lost} lost "
+                                           f"mail(s): {_one_line(mailbox.reconcile_summary, 400)}")
+    return Check(name, Level.OK, f"{name}: reconciled with the server {when} ago, nothing lost")
 
 
 def backlog_check(
@@ -300,6 +314,8 @@ def _mailbox_json(mailbox: MailboxFigures, now: datetime) -> dict[str, Any]:
         "lastSuccessAt": _iso(mailbox.last_success_at), "lastSuccessAgeSeconds": _seconds(now, mailbox.last_success_at),
         "lastError": mailbox.last_error, "states": mailbox.states, "oldestWaitingAt": _iso(mailbox.oldest_waiting_at),
         "oldestWaitingAgeSeconds": _seconds(now, mailbox.oldest_waiting_at),
+        "reconciledAt": _iso(mailbox.reconciled_at), "reconcileLost": mailbox.reconcile_lost,
+        "reconcileSummary": mailbox.reconcile_summary,
     }
 
 

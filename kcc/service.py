@@ -20,6 +20,7 @@ from kcc.lmtp import lmtp_listeners
 from kcc.logs import log_failure
 from kcc.usecases.bounces import process_bounces
 from kcc.usecases.heartbeat import Heartbeat, beat, forget_dead, kcc_version, remove_heartbeat
+from kcc.usecases.reconcile import reconcile_mailbox
 from replies import relay as outbox_relay
 from replies.delivery import RelaySummary
 from replies.relay import SentCopy
@@ -92,6 +93,21 @@ def run_bounces(app: App, stop: threading.Event) -> None:
         except Exception as exc:  # the database may be away for a moment; the next round tries again
             log_failure(log, "matching bounces to replies failed; trying again in the next round", exc)
         stop.wait(app.config.replies.relay_interval)
+
+
+def run_reconcile(app: App, stop: threading.Event, mailboxes: Sequence[MailboxConfig]) -> None:
+    """Reconcile each IMAP mailbox every `monitoring.reconcile_interval_minutes`, first one interval after start
+    (so a start does not add a full listing to intake's catch-up), until `stop`."""
+    interval = app.config.monitoring.reconcile_interval_minutes * 60
+    while not stop.wait(interval):
+        for mailbox in mailboxes:
+            if stop.is_set():
+                return
+            try:
+                reconcile_mailbox(app.uow, mailbox, app.inventory(mailbox))
+            except Exception as exc:  # the server or the database may be away; the next round tries again
+                log_failure(log, f"reconciling mailbox {mailbox.name} failed; trying again in the next interval",
+                            exc)
 
 
 def run_heartbeat(app: App, stop: threading.Event, heartbeat: Heartbeat) -> None:
@@ -181,6 +197,10 @@ def run_service(
     ]
     if intake:
         threads.append(threading.Thread(target=run_bounces, args=(app, stop), name="bounces", daemon=True))
+    imap = [mailbox for mailbox in app.config.mailboxes if mailbox.kind == "imap"]
+    if intake and imap and app.config.monitoring.reconcile_interval_minutes:
+        threads.append(threading.Thread(target=run_reconcile, args=(app, stop, imap), name="reconcile",
+                                        daemon=True))
     if relay:  # the Sent-folder copier is built here, so a configuration error stops the start, not a thread
         threads.append(threading.Thread(target=run_relay, args=(app, stop, app.sent_copy()), name="relay",
                                         daemon=True))

@@ -133,3 +133,15 @@ class MailboxState(Base):
     last_poll_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     last_error: Mapped[str] = mapped_column(SafeText, default="")
+
+
+class ReconcileResult(Base):
+    """The last reconciliation of one mailbox (`kcc-mail reconcile`): what it found, for `kcc-mail status`."""
+
+    __tablename__ = "reconcile_result"
+
+    mailbox: Mapped[str] = mapped_column(SafeString(100), primary_key=True)
+    ran_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    lost: Mapped[int] = mapped_column(Integer, default=0)
+    summary: Mapped[str] = mapped_column(SafeText, default="")
+    report: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

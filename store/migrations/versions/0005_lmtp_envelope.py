@@ -1,4 +1,4 @@
-"""LMTP intake: the envelope a mail was delivered with (MAIL FROM, RCPT TO, the client's address)
+"""LMTP intake and reconciliation: the envelope a mail was delivered with, and each mailbox's last reconciliation
 
 Revision ID: 0005
 Revises: 0004
@@ -6,6 +6,7 @@ Create Date: 2026-12-01 13:00:00.000000
 
 Three nullable columns on inbound_mail; NULL for mail fetched from IMAP or a Maildir, which has no envelope. They
 are added in place (no table copy on SQLite), so the full-text triggers of 0004 stay as they are.
+reconcile_result keeps what `kcc-mail reconcile` found last per mailbox, for `kcc-mail status`.
 """
 from alembic import op
 import sqlalchemy as sa
@@ -22,9 +23,19 @@ def upgrade() -> None:
     op.add_column('inbound_mail', sa.Column('envelope_from', store.types.SafeText(), nullable=True))
     op.add_column('inbound_mail', sa.Column('envelope_to', sa.JSON(), nullable=True))
     op.add_column('inbound_mail', sa.Column('client_address', store.types.SafeText(), nullable=True))
+    op.create_table('reconcile_result',
+    sa.Column('mailbox', store.types.SafeString(length=100), nullable=False),
+    sa.Column('ran_at', store.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('lost', sa.Integer(), nullable=False),
+    sa.Column('summary', store.types.SafeText(), nullable=False),
+    sa.Column('report', sa.JSON(), nullable=False),
+    sa.CheckConstraint('length(mailbox) <= 100', name=op.f('ck_reconcile_result_mailbox_len')),
+    sa.PrimaryKeyConstraint('mailbox', name=op.f('pk_reconcile_result'))
+    )
 
 
 def downgrade() -> None:
+    op.drop_table('reconcile_result')
     with op.batch_alter_table('inbound_mail', schema=None) as batch_op:
         batch_op.drop_column('client_address')
         batch_op.drop_column('envelope_to')

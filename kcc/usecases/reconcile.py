@@ -1,0 +1,129 @@
+"""Reconcile an IMAP mailbox with what kcc-mail stored: every server UID ↔ a stored mail, and the result kept.
+
+Reads the stored mails and intake's progress in one short transaction, talks to the server with no transaction
+open (ingest.reconcile decides what disagrees), then keeps the result in reconcile_result in another, so
+`kcc-mail status` can make a found loss critical. Read-only on the server.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+from sqlalchemy import select
+
+from ingest.reconcile import FolderReport, Progress, StoredIndex, StoredRef, compare_folder
+from ingest.sources.base import SourceError
+from ingest.sources.imap_inventory import FolderListing
+from kcc.config import MailboxConfig
+from kcc.errors import PeerUnreachable, Refused
+from store.mail import InboundMail, MailboxState, ReconcileResult
+from store.types import utcnow
+from store.uow import UnitOfWork
+
+log = logging.getLogger(__name__)
+
+SHOWN_UIDS = 20
+"""UIDs named per kind of finding in the summary line; the JSON has them all."""
+
+
+class Inventory(Protocol):
+    """The server side (ingest.sources.imap_inventory.ImapInventory)."""
+
+    def listing(self, folder: str) -> FolderListing | None: ...
+
+    def digests(self, folder: str, uids: Sequence[int]) -> dict[int, str]: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class Reconciliation:
+    mailbox: str
+    folders: list[FolderReport] = field(default_factory=list)
+
+    @property
+    def lost(self) -> int:
+        return sum(folder.lost for folder in self.folders)
+
+    def summary(self) -> str:
+        """One line per mailbox: what matched, and every kind of disagreement with the UIDs it concerns."""
+        parts = []
+        for folder in self.folders:
+            text = f"folder {folder.folder}: {folder.matched} of {folder.on_server} on the server stored"
+            if folder.waiting:
+                text += f", {folder.waiting} still to be fetched"
+            for label, findings in (("LOST, never stored", folder.never_stored),
+                                    ("LOST, marked processed but not stored", folder.marked_not_stored),
+                                    ("stored but not marked on the server", folder.stored_unmarked)):
+                if findings:
+                    uids = ", ".join(str(f.uid) for f in findings[:SHOWN_UIDS])
+                    more = f" and {len(findings) - SHOWN_UIDS} more" if len(findings) > SHOWN_UIDS else ""
+                    text += f"; {len(findings)} {label} (UID {uids}{more})"
+            if folder.stored_uidvalidities:
+                text += (f"; the server's UIDVALIDITY is {folder.uidvalidity}, kcc-mail stored under "
+                         f"{', '.join(map(str, folder.stored_uidvalidities))} (the folder was renumbered; matched "
+                         "by content)")
+            parts.append(text)
+        verdict = f"{self.lost} lost" if self.lost else "nothing lost"
+        return f"mailbox {self.mailbox}: {verdict}; " + "; ".join(parts)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"mailbox": self.mailbox, "lost": self.lost, "summary": self.summary(),
+                "folders": [{**asdict(folder), "lost": folder.lost} for folder in self.folders]}
+
+
+def reconcile_mailbox(
+    uow_factory: Callable[[], UnitOfWork], mailbox: MailboxConfig, inventory: Inventory,
+) -> Reconciliation:
+    """Compare the mailbox's folder (and its processed folder) with the stored mails, and keep the result."""
+    if mailbox.kind != "imap":
+        raise Refused(f"mailbox {mailbox.name} is kind {mailbox.kind}: only an IMAP mailbox has UIDs to reconcile")
+    index, progress = _stored(uow_factory(), mailbox.name)
+    result = Reconciliation(mailbox.name)
+    keyword = mailbox.processed_keyword
+    try:
+        inbox = inventory.listing(mailbox.folder)
+        if inbox is None:
+            raise PeerUnreachable(f"mailbox {mailbox.name}: folder {mailbox.folder!r} does not exist on the server")
+        marked_in_inbox = (lambda m: keyword in m.flags) if not mailbox.processed_folder else (lambda m: False)
+        result.folders.append(compare_folder(inbox, index, inventory.digests, marked=marked_in_inbox,
+                                             progress=progress))
+        if mailbox.processed_folder:
+            processed = inventory.listing(mailbox.processed_folder)
+            if processed is not None:  # created by intake at its first move
+                result.folders.append(compare_folder(processed, index, inventory.digests, marked=lambda m: True,
+                                                     progress=None))
+    except SourceError as exc:
+        raise PeerUnreachable(str(exc)) from None
+    finally:
+        inventory.close()
+    _keep(uow_factory(), result)
+    if result.lost:
+        log.error("%s", result.summary(), extra={"mailbox": mailbox.name})
+    return result
+
+
+def _stored(uow: UnitOfWork, mailbox: str) -> tuple[StoredIndex, Progress]:
+    with uow:
+        rows = uow.session.execute(
+            select(InboundMail.id, InboundMail.uidvalidity, InboundMail.uid, InboundMail.size,
+                   InboundMail.raw_sha256).where(InboundMail.mailbox == mailbox)
+        )
+        index = StoredIndex(StoredRef(*row) for row in rows)
+        state = uow.session.get(MailboxState, mailbox)
+        progress = Progress(state.uidvalidity if state else None, state.high_water_uid if state else 0)
+    return index, progress
+
+
+def _keep(uow: UnitOfWork, result: Reconciliation) -> None:
+    report = result.as_json()
+    with uow:
+        row = uow.session.get(ReconcileResult, result.mailbox, with_for_update=True)
+        if row is None:
+            row = ReconcileResult(mailbox=result.mailbox)
+            uow.session.add(row)
+        row.ran_at, row.lost, row.summary, row.report = utcnow(), result.lost, result.summary(), report
+        uow.commit()
