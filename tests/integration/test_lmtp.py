@@ -11,13 +11,14 @@ import os
 import smtplib
 import socket
 import stat
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import Engine, select, text
 from support import lmtp
 from support.dovecot import free_port
 
@@ -260,3 +261,38 @@ def test_a_database_outage_is_answered_451_and_the_retry_stores_the_mail(
     finally:
         engine.dispose()
         drop_postgres_database(postgres_server, url)
+
+
+def test_a_stop_lets_the_mail_being_stored_finish_with_250_and_answers_a_new_one_451(
+    app: App, engine: Engine, mailbox_name: str,
+) -> None:
+    """While a mail waits for a locked database, the service is told to stop: that mail is still committed and
+    answered 250; a transaction that reaches DATA after the stop began is answered 451 (the MTA keeps it)."""
+    listener = serve(app, lmtp_mailbox(mailbox_name))
+    port = port_of(listener)
+    outcomes: dict[str, lmtp.Outcome] = {}
+    lock = engine.connect()
+    if engine.dialect.name == "sqlite":
+        lock.execute(text("SELECT 1"))  # kcc-mail's engine begins with BEGIN IMMEDIATE: the write lock
+    else:
+        lock.execute(text("LOCK TABLE inbound_mail IN SHARE ROW EXCLUSIVE MODE"))
+    stopper = threading.Thread(target=listener.stop)
+    try:
+        first = threading.Thread(target=lambda: outcomes.setdefault(
+            "first", lmtp.send("127.0.0.1", port, "karel@example.nl", [INFO], mail("Tijdens het stoppen"))))
+        first.start()
+        late = lmtp.connect("127.0.0.1", port)
+        late.mail("karel@example.nl")
+        late.rcpt(INFO)
+        time.sleep(0.5)  # the first mail is now waiting for the lock
+        stopper.start()
+        time.sleep(0.5)  # the stop has begun: it waits for the first mail
+        code, reply = late.data(mail("Na het stoppen"))
+        assert (code, reply.decode()) == (451, "4.3.2 kcc-mail is stopping; try again later")
+    finally:
+        lock.rollback()
+        lock.close()
+    first.join(timeout=60)
+    stopper.join(timeout=60)
+    assert outcomes["first"].codes == [250]
+    assert [row.subject for row in stored(app, mailbox_name)] == ["Tijdens het stoppen"]
