@@ -30,8 +30,9 @@ INFO = "info@gemeente.example"
 STARTED = b"kcc-mail running"
 
 
-def configure(directory: Path, database_url: str, port: int, name: str = "balie") -> Path:
-    """A Maildir mailbox (the laptop default) and an LMTP mailbox `name` on `port`; no web screen."""
+def configure(directory: Path, database_url: str, port: int, name: str) -> Path:
+    """A Maildir mailbox (the laptop default) and an LMTP mailbox `name` on `port`; no web screen. Each test
+    names its own mailbox: the database is shared by the tests of this module."""
     extra = (f'[[mailbox]]\nname = "{name}"\nkind = "lmtp"\nlisten = "127.0.0.1:{port}"\n'
              f'recipients = ["{INFO}"]\n\n[web]\nenabled = false\n')
     return write_config(directory, database_url, extra=extra)
@@ -56,7 +57,7 @@ def test_run_listens_for_lmtp_says_where_reports_it_in_status_and_stops_on_sigte
     tmp_path: Path, database_url: str, engine: Engine,
 ) -> None:
     port = free_port()
-    configure(tmp_path, database_url, port)
+    configure(tmp_path, database_url, port, "balie")
     assert kcc_mail("init", cwd=tmp_path).returncode == 0
     log = tmp_path / "service.log"
     service = start(tmp_path, log)
@@ -92,7 +93,7 @@ def test_killed_at_random_moments_each_mail_the_mta_retries_is_stored_exactly_on
     rng = random.Random(seed)
     mails = [as_an_mta_sends_it(m) for m in hostile_mails(120)]
     port = free_port()
-    configure(tmp_path, database_url, port)
+    configure(tmp_path, database_url, port, "gekild")
     assert kcc_mail("init", cwd=tmp_path).returncode == 0
     log = tmp_path / "service.log"
     acknowledged: set[int] = set()
@@ -105,7 +106,7 @@ def test_killed_at_random_moments_each_mail_the_mta_retries_is_stored_exactly_on
         client.putcmd("data")
         assert client.getreply()[0] == 354
         client.send(mails[0].replace(b"\r\n.", b"\r\n..") + b".\r\n")
-        wait_until(lambda: stored_count(engine, "balie") == 1, 30, "the first mail is committed")
+        wait_until(lambda: stored_count(engine, "gekild") == 1, 30, "the first mail is committed")
         service.send_signal(signal.SIGKILL)
         service.wait(timeout=30)
         client.close()
@@ -128,7 +129,7 @@ def test_killed_at_random_moments_each_mail_the_mta_retries_is_stored_exactly_on
         print(log.read_text(errors="replace")[-5000:])
         raise
     assert acknowledged == set(range(len(mails))), "in the end the MTA heard 250 for every mail"
-    stored = stored_digests(engine, "balie")
+    stored = stored_digests(engine, "gekild")
     sent = Counter(sha256(m) for m in mails)
     assert Counter(stored) == sent, (
         f"every mail once, byte for byte (seed {seed}): not stored "
@@ -176,7 +177,7 @@ def test_1000_corpus_mails_over_lmtp_are_all_stored_once(
     sources = [p.read_bytes() for p in files if "reply-bodies" not in p.parts]
     mails = [as_an_mta_sends_it(b"X-Test-Seq: %d\r\n" % i + sources[i % len(sources)]) for i in range(1000)]
     port = free_port()
-    configure(tmp_path, database_url, port)
+    configure(tmp_path, database_url, port, "corpus")
     assert kcc_mail("init", cwd=tmp_path).returncode == 0
     log = tmp_path / "service.log"
     service = start(tmp_path, log)
@@ -191,5 +192,5 @@ def test_1000_corpus_mails_over_lmtp_are_all_stored_once(
     finally:
         end_session(service)
     assert codes == Counter({250: 1000}) and again.codes == [250]
-    assert Counter(stored_digests(engine, "balie")) == Counter(sha256(m) for m in mails)
+    assert Counter(stored_digests(engine, "corpus")) == Counter(sha256(m) for m in mails)
     assert "Traceback" not in log.read_text(errors="replace")
