@@ -296,3 +296,16 @@ def test_a_stop_lets_the_mail_being_stored_finish_with_250_and_answers_a_new_one
     stopper.join(timeout=60)
     assert outcomes["first"].codes == [250]
     assert [row.subject for row in stored(app, mailbox_name)] == ["Tijdens het stoppen"]
+
+
+def test_check_names_where_an_lmtp_mailbox_listens_and_poll_leaves_it_to_the_mta(app: App, mailbox_name: str) -> None:
+    from kcc.service import poll_once
+    from kcc.usecases.check import check_mailbox
+
+    mailbox = lmtp_mailbox(mailbox_name, listen="127.0.0.1:2424", recipients=(INFO,))
+    configured = replace(app, config=replace(app.config, mailboxes=(mailbox,)))
+    result = check_mailbox(configured, mailbox_name)
+    assert result.ok and result.detail == ("LMTP on 127.0.0.1:2424 for 1 recipient: `kcc-mail run` listens there, "
+                                           "the MTA delivers")
+    summary, unreachable = poll_once(configured, [mailbox])
+    assert (summary.line(), unreachable) == ("fetched=0 stored=0 quarantined=0 duplicates=0", [])
