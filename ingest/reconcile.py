@@ -7,7 +7,9 @@ mails of its mailbox and names what disagrees:
 - `marked_not_stored`: marked processed (the keyword, or in the processed folder) but no stored mail has these
   bytes (a loss: intake will never look at it again);
 - `stored_unmarked`: stored but not marked on the server (intake died between commit and mark; harmless, the next
-  poll marks it).
+  poll marks it);
+- `purged`: marked, not stored, and received before the cut-off of the last `kcc-mail purge`: retention deleted
+  it from the database while the server kept it (not a loss).
 A server mail matches a stored one by UIDVALIDITY, UID and size where it can, else by the sha256 of its content,
 which is fetched only for mails whose size some stored mail has. No transaction, no socket: the caller passes
 the listing, the stored mails and a way to fetch digests.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from ingest.sources.imap_inventory import FolderListing, ServerMail
 
@@ -59,6 +62,7 @@ class FolderReport:
     on_server: int = 0
     matched: int = 0
     waiting: int = 0
+    purged: int = 0
     content_fetched: int = 0
     never_stored: list[Finding] = field(default_factory=list)
     marked_not_stored: list[Finding] = field(default_factory=list)
@@ -90,10 +94,11 @@ class StoredIndex:
 
 def compare_folder(
     listing: FolderListing, index: StoredIndex, digests: Digests, *, marked: Callable[[ServerMail], bool],
-    progress: Progress | None,
+    progress: Progress | None, purged_before: datetime | None = None,
 ) -> FolderReport:
     """Compare one folder. `progress` is intake's for the folder it reads (None for the processed folder, whose
-    mails all count as marked); `marked` says whether a server mail carries the processed mark."""
+    mails all count as marked); `marked` says whether a server mail carries the processed mark; `purged_before`
+    is the latest cut-off of `kcc-mail purge`, before which a stored mail may have been deleted on purpose."""
     report = FolderReport(listing.folder, listing.uidvalidity, on_server=len(listing.mails))
     if progress is not None:
         report.stored_uidvalidities = tuple(sorted(index.uidvalidities() - {listing.uidvalidity}))
@@ -117,6 +122,8 @@ def compare_folder(
             report.matched += 1
             if not is_marked:
                 report.stored_unmarked.append(Finding(listing.folder, mail.uid, mail.size, ref.id))
+        elif is_marked and _purged(mail, purged_before):
+            report.purged += 1
         elif is_marked:
             report.marked_not_stored.append(Finding(listing.folder, mail.uid, mail.size))
         elif _still_to_come(mail, listing.uidvalidity, progress):
@@ -124,6 +131,10 @@ def compare_folder(
         else:
             report.never_stored.append(Finding(listing.folder, mail.uid, mail.size))
     return report
+
+
+def _purged(mail: ServerMail, purged_before: datetime | None) -> bool:
+    return purged_before is not None and mail.internaldate is not None and mail.internaldate < purged_before
 
 
 def _still_to_come(mail: ServerMail, uidvalidity: int, progress: Progress | None) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 from sqlalchemy import select
@@ -19,12 +20,15 @@ from ingest.sources.base import SourceError
 from ingest.sources.imap_inventory import FolderListing
 from kcc.config import MailboxConfig
 from kcc.errors import PeerUnreachable, Refused
+from store.audit import AuditEvent
 from store.mail import InboundMail, MailboxState, ReconcileResult
 from store.types import utcnow
 from store.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
 
+PURGE_ACTION = "mail.opgeschoond"
+"""The audit action of `kcc-mail purge` (kcc.usecases.purge and retention), whose cut-off reconciliation reads."""
 SHOWN_UIDS = 20
 """UIDs named per kind of finding in the summary line; the JSON has them all."""
 
@@ -55,6 +59,8 @@ class Reconciliation:
             text = f"folder {folder.folder}: {folder.matched} of {folder.on_server} on the server stored"
             if folder.waiting:
                 text += f", {folder.waiting} still to be fetched"
+            if folder.purged:
+                text += f", {folder.purged} purged by retention"
             for label, findings in (("LOST, never stored", folder.never_stored),
                                     ("LOST, marked processed but not stored", folder.marked_not_stored),
                                     ("stored but not marked on the server", folder.stored_unmarked)):
@@ -81,7 +87,7 @@ def reconcile_mailbox(
     """Compare the mailbox's folder (and its processed folder) with the stored mails, and keep the result."""
     if mailbox.kind != "imap":
         raise Refused(f"mailbox {mailbox.name} is kind {mailbox.kind}: only an IMAP mailbox has UIDs to reconcile")
-    index, progress = _stored(uow_factory(), mailbox.name)
+    index, progress, purged_before = _stored(uow_factory(), mailbox.name)
     result = Reconciliation(mailbox.name)
     keyword = mailbox.processed_keyword
     try:
@@ -90,12 +96,12 @@ def reconcile_mailbox(
             raise PeerUnreachable(f"mailbox {mailbox.name}: folder {mailbox.folder!r} does not exist on the server")
         marked_in_inbox = (lambda m: keyword in m.flags) if not mailbox.processed_folder else (lambda m: False)
         result.folders.append(compare_folder(inbox, index, inventory.digests, marked=marked_in_inbox,
-                                             progress=progress))
+                                             progress=progress, purged_before=purged_before))
         if mailbox.processed_folder:
             processed = inventory.listing(mailbox.processed_folder)
             if processed is not None:  # created by intake at its first move
                 result.folders.append(compare_folder(processed, index, inventory.digests, marked=lambda m: True,
-                                                     progress=None))
+                                                     progress=None, purged_before=purged_before))
     except SourceError as exc:
         raise PeerUnreachable(str(exc)) from None
     finally:
@@ -106,7 +112,8 @@ def reconcile_mailbox(
     return result
 
 
-def _stored(uow: UnitOfWork, mailbox: str) -> tuple[StoredIndex, Progress]:
+def _stored(uow: UnitOfWork, mailbox: str) -> tuple[StoredIndex, Progress, datetime | None]:
+    """The stored mails, intake's progress, and the latest purge cut-off (retention deletes mail on purpose)."""
     with uow:
         rows = uow.session.execute(
             select(InboundMail.id, InboundMail.uidvalidity, InboundMail.uid, InboundMail.size,
@@ -115,7 +122,9 @@ def _stored(uow: UnitOfWork, mailbox: str) -> tuple[StoredIndex, Progress]:
         index = StoredIndex(StoredRef(*row) for row in rows)
         state = uow.session.get(MailboxState, mailbox)
         progress = Progress(state.uidvalidity if state else None, state.high_water_uid if state else 0)
-    return index, progress
+        purges = uow.session.scalars(select(AuditEvent.details).where(AuditEvent.action == PURGE_ACTION))
+        cutoffs = [datetime.fromisoformat(d["cutoff"]) for d in purges if isinstance(d, dict) and d.get("cutoff")]
+    return index, progress, max(cutoffs, default=None)
 
 
 def _keep(uow: UnitOfWork, result: Reconciliation) -> None:

@@ -175,3 +175,28 @@ def test_mails_moved_to_the_processed_folder_are_matched_there(
     assert [f.uid for f in processed.marked_not_stored] == [uid_of(imap_user, "Ongevraagd verplaatst", "Verwerkt")]
     with app.uow() as uow:
         assert len(list(uow.session.scalars(select(InboundMail.id).where(InboundMail.mailbox == imap_user.name)))) == 2
+
+
+def test_a_mail_purged_by_retention_while_the_server_keeps_it_is_no_loss(
+    engine: Engine, database_url: str, tmp_path: Path, imap_user: ImapUser,
+) -> None:
+    from datetime import timedelta
+
+    from kcc.records.actor import parse_actor
+    from kcc.usecases.purge import purge
+    from kcc.usecases.review import dismiss
+    from store.types import utcnow
+
+    app = app_for(engine, database_url, tmp_path, imap_user.mailbox_config(name=imap_user.name))
+    imap_user.append(mail("Spam"))
+    poll_once(app, app.config.mailboxes)
+    with app.uow() as uow:
+        [mail_id] = uow.session.scalars(select(InboundMail.id).where(InboundMail.mailbox == imap_user.name))
+    dismiss(app.uow(), mail_id, "spam", parse_actor("medewerker:anna@gemeente.nl"))
+    # INTERNALDATE has whole seconds; the cut-off is a second on. Purge is for every mailbox: keep this test last.
+    purge(app.uow(), state="afgewezen", older_than_days=0, now=utcnow() + timedelta(seconds=1))
+
+    result = reconcile(app)
+    [inbox] = result.folders
+    assert (result.lost, inbox.purged) == (0, 1)
+    assert ", 1 purged by retention" in result.summary()
