@@ -145,3 +145,19 @@ class ReconcileResult(Base):
     lost: Mapped[int] = mapped_column(Integer, default=0)
     summary: Mapped[str] = mapped_column(SafeText, default="")
     report: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class ReconcileDigest(Base):
+    """The sha256 of a server mail that reconciliation once had to fetch, so it is fetched only once per UID.
+
+    A mail moved to the processed folder has a new UID there, so only its content can match it to a stored mail;
+    without this, every reconciliation would download the whole processed folder again.
+    """
+
+    __tablename__ = "reconcile_digest"
+
+    mailbox: Mapped[str] = mapped_column(SafeString(100), primary_key=True)
+    folder: Mapped[str] = mapped_column(SafeString(255), primary_key=True)
+    uidvalidity: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    uid: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    sha256: Mapped[str] = mapped_column(SafeString(64))

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from ingest.reconcile import FolderReport, Progress, StoredIndex, StoredRef, compare_folder
 from ingest.sources.base import SourceError
@@ -21,7 +21,7 @@ from ingest.sources.imap_inventory import FolderListing
 from kcc.config import MailboxConfig
 from kcc.errors import PeerUnreachable, Refused
 from store.audit import AuditEvent
-from store.mail import InboundMail, MailboxState, ReconcileResult
+from store.mail import InboundMail, MailboxState, ReconcileDigest, ReconcileResult
 from store.types import utcnow
 from store.uow import UnitOfWork
 
@@ -95,13 +95,17 @@ def reconcile_mailbox(
         if inbox is None:
             raise PeerUnreachable(f"mailbox {mailbox.name}: folder {mailbox.folder!r} does not exist on the server")
         marked_in_inbox = (lambda m: keyword in m.flags) if not mailbox.processed_folder else (lambda m: False)
-        result.folders.append(compare_folder(inbox, index, inventory.digests, marked=marked_in_inbox,
+        digests = KnownDigests(uow_factory, mailbox.name, inbox, inventory)
+        result.folders.append(compare_folder(inbox, index, digests, marked=marked_in_inbox,
                                              progress=progress, purged_before=purged_before))
+        result.folders[-1].content_fetched = digests.keep()
         if mailbox.processed_folder:
             processed = inventory.listing(mailbox.processed_folder)
             if processed is not None:  # created by intake at its first move
-                result.folders.append(compare_folder(processed, index, inventory.digests, marked=lambda m: True,
+                digests = KnownDigests(uow_factory, mailbox.name, processed, inventory)
+                result.folders.append(compare_folder(processed, index, digests, marked=lambda m: True,
                                                      progress=None, purged_before=purged_before))
+                result.folders[-1].content_fetched = digests.keep()
     except SourceError as exc:
         raise PeerUnreachable(str(exc)) from None
     finally:
@@ -110,6 +114,46 @@ def reconcile_mailbox(
     if result.lost:
         log.error("%s", result.summary(), extra={"mailbox": mailbox.name})
     return result
+
+
+class KnownDigests:
+    """The content digests of one folder's mails: remembered from earlier reconciliations (reconcile_digest), and
+    fetched from the server only for UIDs not seen before. `keep` remembers the new ones and forgets the UIDs
+    that are no longer in the folder."""
+
+    def __init__(self, uow_factory: Callable[[], UnitOfWork], mailbox: str, listing: FolderListing,
+                 inventory: Inventory) -> None:
+        self._uow, self._mailbox, self._listing, self._inventory = uow_factory, mailbox, listing, inventory
+        with uow_factory() as uow:
+            rows = uow.session.execute(select(ReconcileDigest.uid, ReconcileDigest.sha256).where(
+                ReconcileDigest.mailbox == mailbox, ReconcileDigest.folder == listing.folder,
+                ReconcileDigest.uidvalidity == listing.uidvalidity))
+            self._known: dict[int, str] = {int(uid): sha for uid, sha in rows}
+        self._new: dict[int, str] = {}
+
+    def __call__(self, folder: str, uids: Sequence[int]) -> dict[int, str]:
+        missing = [uid for uid in uids if uid not in self._known]
+        self._new.update(self._inventory.digests(folder, missing))
+        return {uid: sha for uid in uids if (sha := self._known.get(uid) or self._new.get(uid))}
+
+    def keep(self) -> int:
+        """Remember what was fetched, forget what left the folder; returns how many mails' content was fetched."""
+        listing = self._listing
+        on_server = {mail.uid for mail in listing.mails}
+        gone = [uid for uid in self._known if uid not in on_server]
+        where = (ReconcileDigest.mailbox == self._mailbox, ReconcileDigest.folder == listing.folder)
+        with self._uow() as uow:
+            uow.session.execute(delete(ReconcileDigest).where(*where, ReconcileDigest.uidvalidity
+                                                              != listing.uidvalidity))
+            for start in range(0, len(gone), 500):
+                uow.session.execute(delete(ReconcileDigest).where(
+                    *where, ReconcileDigest.uidvalidity == listing.uidvalidity,
+                    ReconcileDigest.uid.in_(gone[start:start + 500])))
+            uow.session.add_all(ReconcileDigest(mailbox=self._mailbox, folder=listing.folder,
+                                                uidvalidity=listing.uidvalidity, uid=uid, sha256=sha)
+                                for uid, sha in self._new.items())
+            uow.commit()
+        return len(self._new)
 
 
 def _stored(uow: UnitOfWork, mailbox: str) -> tuple[StoredIndex, Progress, datetime | None]:

@@ -173,6 +173,10 @@ def test_mails_moved_to_the_processed_folder_are_matched_there(
     inbox, processed = result.folders
     assert (inbox.on_server, processed.folder, processed.matched) == (0, "Verwerkt", 2)
     assert [f.uid for f in processed.marked_not_stored] == [uid_of(imap_user, "Ongevraagd verplaatst", "Verwerkt")]
+    assert processed.content_fetched == 2, "moved mails have new UIDs: only their content matches them"
+    again = reconcile(app).folders[1]
+    assert (again.matched, len(again.marked_not_stored), again.content_fetched) == (2, 1, 0), \
+        "a UID's content is fetched once, then remembered"
     with app.uow() as uow:
         assert len(list(uow.session.scalars(select(InboundMail.id).where(InboundMail.mailbox == imap_user.name)))) == 2
 
