@@ -150,6 +150,10 @@ def describe(
         lines.append(f"intake: mailbox {mailbox.name} from {place}, {when}")
     if intake and not config.mailboxes:
         lines.append("intake: no mailbox configured ([[mailboxes]] in the configuration)")
+    imap = [m.name for m in config.mailboxes if m.kind == "imap"]
+    if intake and imap and config.monitoring.reconcile_interval_minutes:
+        lines.append(f"reconcile: mailbox {', '.join(imap)} against the database every "
+                     f"{config.monitoring.reconcile_interval_minutes:g} min")
     if relay:
         smtp = config.smtp
         target = f"SMTP {smtp.host}:{smtp.port}" if smtp.kind == "smtp" else f"the folder {smtp.directory}"

@@ -70,4 +70,6 @@ def test_run_reconciles_every_interval(tmp_path: Path, database_url: str, engine
         assert service.wait(timeout=30) == 0
     finally:
         end_session(service)
-    assert "Traceback" not in log.read_text(errors="replace")
+    said = log.read_text(errors="replace")
+    assert f"reconcile: mailbox {imap_user.name} against the database every 0.02 min" in said
+    assert "Traceback" not in said
