@@ -31,10 +31,10 @@ STARTED = b"kcc-mail running"
 
 
 def configure(directory: Path, database_url: str, port: int, name: str) -> Path:
-    """A Maildir mailbox (the laptop default) and an LMTP mailbox `name` on `port`; no web screen. Each test
-    names its own mailbox: the database is shared by the tests of this module."""
+    """A Maildir mailbox (the laptop default) and an LMTP mailbox `name` on `port` (write_config leaves the web
+    screen off). Each test names its own mailbox: the tests of this module share one database."""
     extra = (f'[[mailbox]]\nname = "{name}"\nkind = "lmtp"\nlisten = "127.0.0.1:{port}"\n'
-             f'recipients = ["{INFO}"]\n\n[web]\nenabled = false\n')
+             f'recipients = ["{INFO}"]\n')
     return write_config(directory, database_url, extra=extra)
 
 

@@ -53,7 +53,7 @@ def test_reconcile_refuses_a_mailbox_that_has_no_uids(tmp_path: Path, database_u
 
 def test_run_reconciles_every_interval(tmp_path: Path, database_url: str, engine: Engine, imap_user: ImapUser) -> None:
     write_config(tmp_path, database_url, imap=imap_user, mailbox_name=imap_user.name,
-                 extra="[monitoring]\nreconcile_interval_minutes = 0.02\n\n[web]\nenabled = false\n")
+                 extra="[monitoring]\nreconcile_interval_minutes = 0.02\n")
     assert kcc_mail("init", cwd=tmp_path).returncode == 0
     imap_user.append(mail("Een"))
     log = tmp_path / "service.log"
