@@ -140,6 +140,12 @@ def mail_row(
         "size": len(fetched.raw), "received_at": fetched.internaldate or now, "stored_at": now,
         "state": MailState.TE_BEOORDELEN, "reason": None, "error": "",
     }
+    envelope = fetched.envelope
+    values |= {
+        "envelope_from": None if envelope is None else envelope.mail_from,
+        "envelope_to": None if envelope is None else list(envelope.rcpt_to),
+        "client_address": None if envelope is None else envelope.client[:200],
+    }
     parsed = analysis.parsed
     blobs = [NewBlob(analysis.sha256, fetched.raw)]
     if parsed is None or analysis.classification is None:

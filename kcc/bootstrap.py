@@ -31,6 +31,7 @@ from store.uow import UnitOfWork
 
 if TYPE_CHECKING:  # imported where a mailbox of kind imap is used: imapclient is not needed for a Maildir
     from ingest.sources.imap import ImapSettings
+    from ingest.sources.imap_inventory import ImapInventory
 
 SourceFactory = Callable[[MailboxConfig], MailSource]
 TransportFactory = Callable[[], Transport]
@@ -94,6 +95,12 @@ class App:
 
         return ImapAppender(imap_settings(mailbox), replies.sent_folder)
 
+    def inventory(self, mailbox: MailboxConfig) -> ImapInventory:
+        """The read-only view of an IMAP mailbox's folders that reconciliation compares with the database."""
+        from ingest.sources.imap_inventory import ImapInventory
+
+        return ImapInventory(imap_settings(mailbox))
+
     def require_current_schema(self) -> None:
         """Refuse to work on a database this version of kcc-mail did not make (in the application's error family)."""
         try:
@@ -127,6 +134,11 @@ def real_source_factory(config: Config) -> SourceFactory:
     """IMAP or Maildir, by the mailbox's `kind`; each module is imported only when a mailbox of its kind is used."""
 
     def build(mailbox: MailboxConfig) -> MailSource:
+        if mailbox.kind == "lmtp":
+            raise ConfigError(
+                f"mailbox {mailbox.name!r} is kind lmtp: the MTA delivers its mail to `kcc-mail run`, there is "
+                "nothing to poll"
+            )
         if mailbox.kind == "imap":
             from ingest.sources.imap import ImapSource
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from kcc.errors import ConfigError as ConfigError  # this module's error, defined with the others
+from kcc.lmtp_config import check_lmtp
 
 DEFAULT_CONFIG_FILE = Path("kcc-mail.toml")
 
@@ -59,7 +60,7 @@ class OrganisatieConfig:
 @dataclass(frozen=True, slots=True)
 class MailboxConfig:
     name: str = "info"
-    kind: Literal["imap", "maildir"] = "maildir"
+    kind: Literal["imap", "maildir", "lmtp"] = "maildir"
     host: str = ""
     port: int = 993
     security: Security = "tls"
@@ -76,6 +77,15 @@ class MailboxConfig:
     poll_interval: float = 60.0
     batch_size: int = 50
     timeout: float = 60.0
+    # kind = "lmtp": the MTA delivers to us (RFC 2033); kcc.lmtp_config checks these keys
+    listen: str = "127.0.0.1:2424"
+    recipients: tuple[str, ...] = ()
+    allow_remote: bool = False
+    socket_mode: int = 0o660
+    max_message_bytes: int = 100 * 1024 * 1024
+    max_recipients: int = 100
+    max_connections: int = 20
+    idle_timeout: float = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +152,8 @@ class MonitoringConfig:
     uncertain_warning: int = 1
     failed_warning: int = 0
     quarantine_warning: int = 1
+    reconcile_interval_minutes: float = 60.0
+    """How often `kcc-mail run` reconciles each IMAP mailbox with the database (0: only `kcc-mail reconcile`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,6 +289,7 @@ def _load_file(path: Path) -> Config:
     _check_database(config.database, where)
     _check_security(config)
     _check_values(config, where)
+    check_lmtp(config.mailboxes, where)
     _check_monitoring(config.monitoring, where)
     return config
 

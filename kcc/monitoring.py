@@ -64,6 +64,9 @@ class MailboxFigures:
     last_error: str = ""
     states: dict[str, int] = field(default_factory=dict)
     oldest_waiting_at: datetime | None = None
+    reconciled_at: datetime | None = None
+    reconcile_lost: int = 0
+    reconcile_summary: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,8 +124,11 @@ def evaluate(figures: Figures, config: Config) -> list[Check]:
     """Every check, in the order an operator reads them; pure, so each threshold is easy to test."""
     monitoring = config.monitoring
     checks = service_checks(figures, config) if monitoring.heartbeat_critical_seconds else []
+    lmtp = {m.name: m for m in config.mailboxes if m.kind == "lmtp"}
     checks += [poll_check(m, figures.now, monitoring) for m in figures.mailboxes if m.configured and (
-        monitoring.poll_warning_minutes or monitoring.poll_critical_minutes)]
+        monitoring.poll_warning_minutes or monitoring.poll_critical_minutes) and m.name not in lmtp]
+    checks += [lmtp_check(m, lmtp[m.name].listen, figures.now) for m in figures.mailboxes if m.name in lmtp]
+    checks += [reconcile_check(m, figures.now) for m in figures.mailboxes if m.configured and m.reconciled_at]
     checks.append(backlog_check(
         "review", figures.review, figures.now, monitoring.review_warning_minutes,
         monitoring.review_critical_minutes, ("mail", "mails"), "waiting for review",
@@ -161,7 +167,8 @@ def service_checks(figures: Figures, config: Config) -> list[Check]:
     polled = {name for p in alive for name in p.intake}
     for mailbox in config.mailboxes:
         if mailbox.name not in polled:
-            checks.append(Check("service", Level.WARNING, f"no running process polls mailbox {mailbox.name}"))
+            does = "listens for LMTP to" if mailbox.kind == "lmtp" else "polls"
+            checks.append(Check("service", Level.WARNING, f"no running process {does} mailbox {mailbox.name}"))
     if not any(p.relay for p in alive):
         checks.append(Check("service", Level.WARNING, "no running process sends replies (relay)"))
     checks += [
@@ -181,6 +188,27 @@ def poll_check(mailbox: MailboxFigures, now: datetime, monitoring: MonitoringCon
     age = now - mailbox.last_success_at
     level = _level(age, monitoring.poll_warning_minutes, monitoring.poll_critical_minutes)
     return Check(name, level, f"{name}: last successful poll {ago(now, mailbox.last_success_at)} ago{error}")
+
+
+def lmtp_check(mailbox: MailboxFigures, listen: str, now: datetime) -> Check:
+    """An LMTP mailbox waits for the MTA, so a quiet hour is no alarm; a mail the MTA had to keep (451) is."""
+    name = f"mailbox {mailbox.name}"
+    stored = (f"last mail stored {ago(now, mailbox.last_success_at)} ago" if mailbox.last_success_at
+              else "no mail delivered yet")
+    if mailbox.last_error:
+        return Check(name, Level.WARNING, f"{name}: LMTP on {listen}, {stored}; last delivery deferred: "
+                                          f"{_one_line(mailbox.last_error)}")
+    return Check(name, Level.OK, f"{name}: LMTP on {listen}, {stored}")
+
+
+def reconcile_check(mailbox: MailboxFigures, now: datetime) -> Check:
+    """A mail on the server that kcc-mail does not have is the loss nobody sees otherwise: critical."""
+    name = f"mailbox {mailbox.name}"
+    when = ago(now, mailbox.reconciled_at) if mailbox.reconciled_at else "never"
+    if mailbox.reconcile_lost:
+        return Check(name, Level.CRITICAL, f"{name}: reconciliation {when} ago found {mailbox.reconcile_lost} lost "
+                                           f"mail(s): {_one_line(mailbox.reconcile_summary, 400)}")
+    return Check(name, Level.OK, f"{name}: reconciled with the server {when} ago, nothing lost")
 
 
 def backlog_check(
@@ -286,6 +314,8 @@ def _mailbox_json(mailbox: MailboxFigures, now: datetime) -> dict[str, Any]:
         "lastSuccessAt": _iso(mailbox.last_success_at), "lastSuccessAgeSeconds": _seconds(now, mailbox.last_success_at),
         "lastError": mailbox.last_error, "states": mailbox.states, "oldestWaitingAt": _iso(mailbox.oldest_waiting_at),
         "oldestWaitingAgeSeconds": _seconds(now, mailbox.oldest_waiting_at),
+        "reconciledAt": _iso(mailbox.reconciled_at), "reconcileLost": mailbox.reconcile_lost,
+        "reconcileSummary": mailbox.reconcile_summary,
     }
 
 

@@ -16,9 +16,11 @@ from ingest.poller import IntakeSummary, Poller, PollSettings
 from ingest.sources.base import SourceError
 from kcc.bootstrap import App, classify_options, relay_settings
 from kcc.config import MailboxConfig
+from kcc.lmtp import lmtp_listeners
 from kcc.logs import log_failure
 from kcc.usecases.bounces import process_bounces
 from kcc.usecases.heartbeat import Heartbeat, beat, forget_dead, kcc_version, remove_heartbeat
+from kcc.usecases.reconcile import reconcile_mailbox
 from replies import relay as outbox_relay
 from replies.delivery import RelaySummary
 from replies.relay import SentCopy
@@ -46,7 +48,7 @@ def poll_once(app: App, mailboxes: Iterable[MailboxConfig]) -> tuple[IntakeSumma
     """Fetch what is new in each mailbox; returns the total and the mailboxes that could not be reached."""
     total, unreachable = IntakeSummary(), []
     owner = process_owner()
-    for mailbox in mailboxes:
+    for mailbox in polled(mailboxes):
         poller = make_poller(app, mailbox, owner)
         try:
             total.add(poller.run_once())
@@ -56,6 +58,11 @@ def poll_once(app: App, mailboxes: Iterable[MailboxConfig]) -> tuple[IntakeSumma
             poller.close()
     process_bounces(app.uow)
     return total, unreachable
+
+
+def polled(mailboxes: Iterable[MailboxConfig]) -> list[MailboxConfig]:
+    """The mailboxes kcc-mail fetches from; an LMTP mailbox is delivered to us instead (kcc.lmtp)."""
+    return [mailbox for mailbox in mailboxes if mailbox.kind != "lmtp"]
 
 
 def relay_once(app: App) -> RelaySummary:
@@ -86,6 +93,21 @@ def run_bounces(app: App, stop: threading.Event) -> None:
         except Exception as exc:  # the database may be away for a moment; the next round tries again
             log_failure(log, "matching bounces to replies failed; trying again in the next round", exc)
         stop.wait(app.config.replies.relay_interval)
+
+
+def run_reconcile(app: App, stop: threading.Event, mailboxes: Sequence[MailboxConfig]) -> None:
+    """Reconcile each IMAP mailbox every `monitoring.reconcile_interval_minutes`, first one interval after start
+    (so a start does not add a full listing to intake's catch-up), until `stop`."""
+    interval = app.config.monitoring.reconcile_interval_minutes * 60
+    while not stop.wait(interval):
+        for mailbox in mailboxes:
+            if stop.is_set():
+                return
+            try:
+                reconcile_mailbox(app.uow, mailbox, app.inventory(mailbox))
+            except Exception as exc:  # the server or the database may be away; the next round tries again
+                log_failure(log, f"reconciling mailbox {mailbox.name} failed; trying again in the next interval",
+                            exc)
 
 
 def run_heartbeat(app: App, stop: threading.Event, heartbeat: Heartbeat) -> None:
@@ -119,7 +141,7 @@ def describe(
     config = app.config
     lines = [f"kcc-mail running (version {kcc_version()}, process {owner}); "
              f"database {app.engine.url.render_as_string(hide_password=True)}"]
-    for mailbox in config.mailboxes if intake else ():
+    for mailbox in polled(config.mailboxes) if intake else ():
         if mailbox.kind == "imap":
             place = f"IMAP {mailbox.host}:{mailbox.port} folder {mailbox.folder}"
             when = f"at once where the server has IDLE, else every {mailbox.poll_interval:g} s"
@@ -128,6 +150,10 @@ def describe(
         lines.append(f"intake: mailbox {mailbox.name} from {place}, {when}")
     if intake and not config.mailboxes:
         lines.append("intake: no mailbox configured ([[mailboxes]] in the configuration)")
+    imap = [m.name for m in config.mailboxes if m.kind == "imap"]
+    if intake and imap and config.monitoring.reconcile_interval_minutes:
+        lines.append(f"reconcile: mailbox {', '.join(imap)} against the database every "
+                     f"{config.monitoring.reconcile_interval_minutes:g} min")
     if relay:
         smtp = config.smtp
         target = f"SMTP {smtp.host}:{smtp.port}" if smtp.kind == "smtp" else f"the folder {smtp.directory}"
@@ -138,7 +164,7 @@ def describe(
 
 
 class Companion(Protocol):
-    """Something an entry point runs beside the service (the web screen), started and stopped with it."""
+    """Something run beside the service (the web screen, an LMTP listener), started and stopped with it."""
 
     def describe(self) -> str: ...
 
@@ -162,6 +188,8 @@ def run_service(
         log.info("signal %s received; finishing the mail in hand and stopping", signum)
         stop.set()
 
+    if intake:  # bound before anything starts: an address in use stops the start with one clear line
+        companions = [*lmtp_listeners(app), *companions]
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
@@ -169,10 +197,14 @@ def run_service(
         threading.Thread(
             target=make_poller(app, mailbox, owner, stop).run_forever, name=f"intake-{mailbox.name}", daemon=True
         )
-        for mailbox in (app.config.mailboxes if intake else ())
+        for mailbox in (polled(app.config.mailboxes) if intake else ())
     ]
     if intake:
         threads.append(threading.Thread(target=run_bounces, args=(app, stop), name="bounces", daemon=True))
+    imap = [mailbox for mailbox in app.config.mailboxes if mailbox.kind == "imap"]
+    if intake and imap and app.config.monitoring.reconcile_interval_minutes:
+        threads.append(threading.Thread(target=run_reconcile, args=(app, stop, imap), name="reconcile",
+                                        daemon=True))
     if relay:  # the Sent-folder copier is built here, so a configuration error stops the start, not a thread
         threads.append(threading.Thread(target=run_relay, args=(app, stop, app.sent_copy()), name="relay",
                                         daemon=True))

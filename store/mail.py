@@ -64,6 +64,10 @@ class InboundMail(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime())
     stored_at: Mapped[datetime] = created_column()
+    # The LMTP envelope as the MTA gave it (None for mail fetched from a mailbox): who it was for and from where
+    envelope_from: Mapped[str | None] = mapped_column(SafeText, nullable=True)
+    envelope_to: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    client_address: Mapped[str | None] = mapped_column(SafeText, nullable=True)
 
     message_id: Mapped[str] = mapped_column(SafeString(998), default="", index=True)
     message_id_synthetic: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -129,3 +133,31 @@ class MailboxState(Base):
     last_poll_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     last_error: Mapped[str] = mapped_column(SafeText, default="")
+
+
+class ReconcileResult(Base):
+    """The last reconciliation of one mailbox (`kcc-mail reconcile`): what it found, for `kcc-mail status`."""
+
+    __tablename__ = "reconcile_result"
+
+    mailbox: Mapped[str] = mapped_column(SafeString(100), primary_key=True)
+    ran_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    lost: Mapped[int] = mapped_column(Integer, default=0)
+    summary: Mapped[str] = mapped_column(SafeText, default="")
+    report: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class ReconcileDigest(Base):
+    """The sha256 of a server mail that reconciliation once had to fetch, so it is fetched only once per UID.
+
+    A mail moved to the processed folder has a new UID there, so only its content can match it to a stored mail;
+    without this, every reconciliation would download the whole processed folder again.
+    """
+
+    __tablename__ = "reconcile_digest"
+
+    mailbox: Mapped[str] = mapped_column(SafeString(100), primary_key=True)
+    folder: Mapped[str] = mapped_column(SafeString(255), primary_key=True)
+    uidvalidity: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    uid: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    sha256: Mapped[str] = mapped_column(SafeString(64))

@@ -39,12 +39,22 @@ class MailRef:
 
 
 @dataclass(frozen=True, slots=True)
+class Envelope:
+    """How an MTA delivered a mail (LMTP): MAIL FROM, the accepted RCPT TOs, and the client's address."""
+
+    mail_from: str
+    rcpt_to: tuple[str, ...]
+    client: str
+
+
+@dataclass(frozen=True, slots=True)
 class FetchedMail:
     """The raw bytes of one mail exactly as the server returned them, with the server's metadata."""
 
     ref: MailRef
     raw: bytes
     internaldate: datetime | None
+    envelope: Envelope | None = None
 
 
 class MailSource(Protocol):

@@ -67,6 +67,10 @@ def check_database(app: Parts) -> CheckResult:
 def check_mailbox(app: Parts, name: str) -> CheckResult:
     mailbox = app.config.mailbox(name)
     part = f"mailbox {name}"
+    if mailbox.kind == "lmtp":  # nothing to connect to: the MTA connects to `kcc-mail run`
+        count = len(mailbox.recipients)
+        return CheckResult(part, True, f"LMTP on {mailbox.listen} for {count} recipient{'s' if count != 1 else ''}: "
+                                       "`kcc-mail run` listens there, the MTA delivers")
     try:
         source = app.source(mailbox)
         try:

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from kcc.config import Config
 from kcc.monitoring import Backlog, Figures, MailboxFigures, ProcessFigures, Report, dead_after, evaluate
 from kcc.usecases.heartbeat import process_is_gone
-from store.mail import InboundMail, MailboxState
+from store.mail import InboundMail, MailboxState, ReconcileResult
 from store.monitoring import ServiceHeartbeat
 from store.outbox import OutboxMessage
 from store.states import MailState, OutboxStatus, QuarantineReason
@@ -90,15 +90,17 @@ def _mailboxes(session: Session, configured: list[str]) -> tuple[MailboxFigures,
         )
     }
     progress = {row.mailbox: row for row in session.scalars(select(MailboxState))}
+    reconciled = {row.mailbox: row for row in session.scalars(select(ReconcileResult))}
     names = [*configured, *sorted(set(states) - set(configured))]
     figures = []
     for name in names:
-        row = progress.get(name)
+        row, check = progress.get(name), reconciled.get(name)
         figures.append(MailboxFigures(
             name=name, configured=name in configured,
             last_poll_at=row.last_poll_at if row else None, last_success_at=row.last_success_at if row else None,
             last_error=row.last_error if row else "", states=states.get(name, dict.fromkeys(MAIL_STATES, 0)),
-            oldest_waiting_at=oldest.get(name),
+            oldest_waiting_at=oldest.get(name), reconciled_at=check.ran_at if check else None,
+            reconcile_lost=check.lost if check else 0, reconcile_summary=check.summary if check else "",
         ))
     return tuple(figures)
 

@@ -203,3 +203,45 @@ def test_the_development_sign_in_is_allowed_on_loopback_and_an_idp_on_loopback_m
     oidc = ('[web]\nlisten = "0.0.0.0:8000"\nauth = "oidc"\nsession_secret_env = "S"\n'
             '[web.oidc]\nissuer = "http://localhost:9000"\nclient_id = "kcc"\n')
     assert load_config(write(tmp_path, oidc), environ={}).web.oidc.issuer == "http://localhost:9000"
+
+
+def lmtp_table(**keys: object) -> str:
+    values = {"name": "lmtp", "kind": "lmtp", "recipients": ["info@gemeente.nl"], **keys}
+    lines = [f"{key} = {value!r}".replace("'", '"').replace("True", "true").replace("False", "false")
+             for key, value in values.items()]
+    return "[[mailbox]]\n" + "\n".join(lines) + "\n"
+
+
+def test_the_example_lmtp_mailbox_is_valid_once_uncommented(tmp_path: Path) -> None:
+    text = EXAMPLE.read_text(encoding="utf-8").split("\n[smtp]")[0]
+    block = text[text.index("# [[mailbox]]"):].splitlines()
+    lines = [line[2:] for line in block if line.startswith("# ") and not line.startswith("# # ")]
+    config = load_config(write(tmp_path, "\n".join(lines) + "\n"), environ={})
+    (mailbox,) = config.mailboxes
+    assert (mailbox.kind, mailbox.listen, mailbox.recipients) == ("lmtp", "127.0.0.1:2424", ("info@gemeente.nl",))
+    assert (mailbox.socket_mode, mailbox.max_message_bytes, mailbox.allow_remote) == (0o660, 100 * 1024 * 1024, False)
+
+
+@pytest.mark.parametrize(("table", "message"), [
+    (lmtp_table(listen="0.0.0.0:2424"), "would accept mail over LMTP from other machines on 0.0.0.0"),
+    (lmtp_table(listen="2424"), "listen '2424' must be HOST:PORT"),
+    (lmtp_table(listen="unix:relative.sock"), "or unix:/absolute/path.sock"),
+    (lmtp_table(recipients=[]), "lists no recipients"),
+    (lmtp_table(recipients=["Info <info@gemeente.nl>"]), "is not one plain address"),
+    (lmtp_table(max_recipients=0), "mailbox lmtp.max_recipients must be more than 0"),
+    (lmtp_table(socket_mode=0o7777), "socket_mode must be file permissions"),
+    (lmtp_table() + lmtp_table(name="wmo", listen="127.0.0.1:2525", recipients=["INFO@gemeente.nl"]),
+     "INFO@gemeente.nl is a recipient of both mailbox lmtp and wmo"),
+    (lmtp_table() + lmtp_table(name="wmo", recipients=["wmo@gemeente.nl"]),
+     "mailboxes lmtp and wmo both listen on 127.0.0.1:2424"),
+])
+def test_an_lmtp_mailbox_that_cannot_work_or_listens_to_the_network_unasked_is_refused(
+    tmp_path: Path, table: str, message: str,
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(write(tmp_path, table), environ={})
+
+
+def test_a_remote_lmtp_address_is_allowed_when_asked_for(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, lmtp_table(listen="[::]:2424", allow_remote=True)), environ={})
+    assert config.mailboxes[0].listen == "[::]:2424"
