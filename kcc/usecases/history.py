@@ -33,16 +33,31 @@ def history(uow: UnitOfWork, mail_id: int, *, limit: int = HISTORY_LIMIT) -> lis
         if mail is None:
             raise MailNotFound(f"no stored mail with id {mail_id}")
         thread_ids = [i for i in (mail.in_reply_to, *mail.references) if i]
-        answered = select(OutboxMessage.klantcontact_id).where(OutboxMessage.message_id.in_(thread_ids))
-        answered_mails = select(InboundMail.id).join(
-            Onderwerpobject, Onderwerpobject.was_klantcontact_id == InboundMail.klantcontact_id
-        ).where(Onderwerpobject.klantcontact_id.in_(answered))
-        related: list[ColumnElement[bool]] = [
-            InboundMail.message_id.in_(thread_ids), InboundMail.id.in_(answered_mails)]
+        # Every branch of the OR below is an indexed equality, so PostgreSQL combines indexes instead of reading
+        # all mail: the mails our answers in this thread were about are looked up first, as plain ids.
+        related: list[ColumnElement[bool]] = []
+        if thread_ids:
+            answered = select(OutboxMessage.klantcontact_id).where(OutboxMessage.message_id.in_(thread_ids))
+            answered_mails = list(session.scalars(select(InboundMail.id).join(
+                Onderwerpobject, Onderwerpobject.was_klantcontact_id == InboundMail.klantcontact_id
+            ).where(Onderwerpobject.klantcontact_id.in_(answered))))
+            related.append(InboundMail.message_id.in_(thread_ids))
+            if answered_mails:
+                related.append(InboundMail.id.in_(answered_mails))
         if mail.message_id:
             related.append(InboundMail.in_reply_to == mail.message_id)
+        our_answers: list[str] = []
+        if mail.klantcontact_id is not None:  # the mails that answer our answer to this one
+            our_answers = list(session.scalars(
+                select(OutboxMessage.message_id).join(Onderwerpobject,
+                                                      Onderwerpobject.klantcontact_id == OutboxMessage.klantcontact_id)
+                .where(Onderwerpobject.was_klantcontact_id == mail.klantcontact_id)))
+            if our_answers:
+                related.append(InboundMail.in_reply_to.in_(our_answers))
         if mail.from_address:
             related.append(func.lower(InboundMail.from_address) == mail.from_address.lower())
+        if not related:
+            return []
         rows = session.scalars(
             select(InboundMail).options(load_only(*SHOWN)).where(InboundMail.id != mail.id, or_(*related))
             .order_by(InboundMail.received_at.desc(), InboundMail.id.desc()).limit(limit)
@@ -55,7 +70,8 @@ def history(uow: UnitOfWork, mail_id: int, *, limit: int = HISTORY_LIMIT) -> lis
             contact = contacts.get(row.klantcontact_id) if row.klantcontact_id is not None else None
             answer = answers.get(row.klantcontact_id) if row.klantcontact_id is not None else None
             answers_thread = answer is not None and answer["messageId"] in thread_ids
-            in_thread = row.message_id in thread_ids or row.in_reply_to == mail.message_id or answers_thread
+            in_thread = (row.message_id in thread_ids or row.in_reply_to == mail.message_id or answers_thread
+                         or row.in_reply_to in our_answers)
             entries.append({
                 "id": row.id, "subject": row.subject, "receivedAt": row.received_at, "state": row.state,
                 "from": row.from_address, "waarom": "zelfde gesprek" if in_thread else "zelfde afzender",
