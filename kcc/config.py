@@ -200,6 +200,30 @@ class WebConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class OpenKlantConfig:
+    """The municipality's Open Klant (Klantinteracties API): off by default, so everything stays local."""
+
+    enabled: bool = False
+    url: str = ""
+    token_env: str = ""
+    token_file: str = ""
+    timeout: float = 30.0
+    referentienummer_prefix: str = "KM"
+    """Open Klant's referentienummer is unique register-wide and KISS writes there too: kcc-mail's numbers go
+    out with this prefix (letters only), so they cannot collide with another writer's."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExportConfig:
+    """How the exporter works through its jobs: its rhythm, its lease, and how long it keeps retrying."""
+
+    interval: float = 10.0
+    lease_seconds: float = 300.0
+    batch_size: int = 20
+    retry_max_seconds: float = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
@@ -209,6 +233,8 @@ class Config:
     replies: RepliesConfig = field(default_factory=RepliesConfig)
     monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
     web: WebConfig = field(default_factory=WebConfig)
+    openklant: OpenKlantConfig = field(default_factory=OpenKlantConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
     source: str = "built-in defaults"
 
     @property
@@ -231,6 +257,8 @@ _SECTIONS: dict[str, type[Any]] = {
     "smtp": SmtpConfig,
     "replies": RepliesConfig,
     "monitoring": MonitoringConfig,
+    "openklant": OpenKlantConfig,
+    "export": ExportConfig,
 }
 _INLINE_SECRETS = {"password": "password", "secret": "password", "token": "token", "access_token": "token"}
 
@@ -278,6 +306,7 @@ def _load_file(path: Path) -> Config:
     _check_security(config)
     _check_values(config, where)
     _check_monitoring(config.monitoring, where)
+    check_export(config.openklant, config.export, where)
     return config
 
 
@@ -506,4 +535,36 @@ def _check_monitoring(monitoring: MonitoringConfig, where: str) -> None:
         raise ConfigError(
             f"{where}: monitoring.heartbeat_critical_seconds ({critical_seconds:g}) must be more than "
             f"heartbeat_interval ({monitoring.heartbeat_interval:g}), or a live service would look dead"
+        )
+
+
+def check_export(openklant: OpenKlantConfig, export: ExportConfig, where: str) -> None:
+    """An export switched on must be able to reach its register safely, and its lease outlast a request."""
+    for key in ("interval", "lease_seconds", "batch_size", "retry_max_seconds"):
+        if getattr(export, key) <= 0:
+            raise ConfigError(f"{where}: export.{key} must be more than 0, not {getattr(export, key)}")
+    if openklant.timeout <= 0:
+        raise ConfigError(f"{where}: openklant.timeout must be more than 0, not {openklant.timeout}")
+    prefix = openklant.referentienummer_prefix
+    if not (1 <= len(prefix) <= 4 and prefix.isascii() and prefix.isalpha()):
+        raise ConfigError(
+            f"{where}: openklant.referentienummer_prefix {prefix!r} must be 1 to 4 letters, e.g. \"KM\": with it "
+            "kcc-mail's referentienummers cannot collide with those of KISS or another writer to Open Klant"
+        )
+    if export.lease_seconds <= 4 * openklant.timeout:
+        raise ConfigError(
+            f"{where}: export.lease_seconds ({export.lease_seconds:g}) must be more than 4 × openklant.timeout "
+            f"({openklant.timeout:g}): a job still being exported would otherwise be taken by another exporter"
+        )
+    if not openklant.enabled:
+        return
+    if not openklant.url.startswith("https://") and not _is_loopback(_url_host(openklant.url)):
+        raise ConfigError(
+            f"{where}: openklant.url must be the https:// address of the Klantinteracties API, e.g. "
+            "https://openklant.gemeente.nl/klantinteracties/api/v1 (plain http only on loopback)"
+        )
+    if not (openklant.token_env or openklant.token_file):
+        raise ConfigError(
+            f"{where}: openklant.enabled needs the API token: name its environment variable in openklant.token_env "
+            "or its file in openklant.token_file"
         )
