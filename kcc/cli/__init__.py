@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "purge": ("kcc.cli.batch", "purge_command", "Delete mail past its retention period, with its records."),
     "audit": ("kcc.cli.audit", "audit_command", "Who decided what and when: the audit trail, filtered."),
     "verify": ("kcc.cli.review", "verify_command", "Check that no klantcontact lacks its mail or follow-up."),
+    "export": ("kcc.cli.export", "export", "Export to Open Klant: run a round, status, failed jobs, retry."),
     "status": ("kcc.cli.status", "status", "Health for people, cron and Nagios/Icinga (exit 0, 1 or 2)."),
 }
 

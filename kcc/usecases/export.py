@@ -25,7 +25,7 @@ from kcc.registers.klantinteracties import KlantinteractiesClient, RegisterRefus
 from kcc.usecases.export_bodies import ExportRefused
 from kcc.usecases.export_sync import DossierSync, JobClaim, LeaseLost, NotReady
 from kcc.usecases.paging import Page
-from store.export import UNFINISHED, ExportJob
+from store.export import UNFINISHED, ExportJob, enqueue
 from store.klantinteracties import Klantcontact
 from store.states import ExportStatus
 from store.types import utcnow
@@ -231,6 +231,22 @@ def expire_leases(uow: UnitOfWork, *, now: datetime) -> int:
 
 
 # --- the operator's side -------------------------------------------------------------------------------------
+
+
+def backfill(uow: UnitOfWork) -> int:
+    """A job for every klantcontact that never had one (registered before export jobs existed); returns how many.
+
+    Oldest first, so a reply's klantcontact comes after the customer's it is about.
+    """
+    with uow:
+        session = uow.session
+        missing = list(session.scalars(
+            select(Klantcontact.id).where(~select(ExportJob.id).where(ExportJob.klantcontact_id == Klantcontact.id)
+                                          .exists()).order_by(Klantcontact.id)))
+        for start in range(0, len(missing), 500):
+            enqueue(session, missing[start:start + 500], "backfill")
+        uow.commit()
+    return len(missing)
 
 
 def retry_failed(uow: UnitOfWork, *, now: datetime | None = None) -> int:

@@ -101,6 +101,8 @@ class OpenKlantServer:
     invalid: list[str] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
     hang_seconds: float = 5.0
+    delay_seconds: float = 0.0
+    """Every answer waits this long, so a test can kill the exporter while requests are in flight."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def fail(self, kind: str, method: str = "", resource: str = "", times: int = 1) -> None:
@@ -151,6 +153,8 @@ class OpenKlantServer:
                 {"name": "nonFieldErrors", "code": "invalid", "reason": reasons}]})
             return
         data = json.loads(body) if body else None
+        if self.delay_seconds:
+            await asyncio.sleep(self.delay_seconds)
         with self.lock:
             status, answer = self._handle(method, path, dict(request.query_params), data)
         if status < 400 and fault == "500-after":
