@@ -142,6 +142,9 @@ class MonitoringConfig:
     uncertain_warning: int = 1
     failed_warning: int = 0
     quarantine_warning: int = 1
+    export_pending_warning_minutes: float = 30.0
+    export_pending_critical_minutes: float = 240.0
+    export_failed_warning: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -522,7 +525,7 @@ def _check_monitoring(monitoring: MonitoringConfig, where: str) -> None:
             raise ConfigError(f"{where}: monitoring.{item.name} must be 0 (off) or more")
     if monitoring.heartbeat_interval <= 0:
         raise ConfigError(f"{where}: monitoring.heartbeat_interval must be more than 0 seconds")
-    for check in ("poll", "review", "outbox_pending"):
+    for check in ("poll", "review", "outbox_pending", "export_pending"):
         warning = getattr(monitoring, f"{check}_warning_minutes")
         critical = getattr(monitoring, f"{check}_critical_minutes")
         if warning and critical and warning > critical:

@@ -73,6 +73,10 @@ def test_an_operator_exports_sees_a_refusal_and_retries(workdir: Path, server: O
     failed = kcc_mail("export", "list", "--failed", cwd=workdir)
     assert "401" in failed.stdout and "kcc-mail export retry" in failed.stdout and "not-the-token" not in failed.stdout
     assert status(workdir)["jobs"]["failed"] == 1
+    health = json.loads(kcc_mail("status", "--json", cwd=workdir).stdout)
+    (check,) = [c for c in health["checks"] if c["name"] == "export failed"]
+    assert (check["level"], health["export"]["counts"]["failed"]) == ("warning", 1), check
+    assert "kcc-mail export retry" in check["message"]
     assert "1 failed jobs queued again" in kcc_mail("export", "retry", cwd=workdir).stdout
     again = kcc_mail("export", "run", "--once", cwd=workdir, env=ENV)
     assert again.returncode == 0 and again.stdout.startswith("exported=1 "), again.stderr
