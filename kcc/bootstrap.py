@@ -16,11 +16,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ingest.analysis import AnalyseSettings, ClassifyOptions
 from ingest.sources.base import MailSource
-from kcc.config import Config, ConfigError, MailboxConfig, OpenKlantConfig, SmtpConfig
+from kcc.config import Config, ConfigError, DocumentenConfig, MailboxConfig, OpenKlantConfig, SmtpConfig
 from kcc.errors import ConfigurationError
+from kcc.registers.documenten import DocumentenClient, DocumentenSettings
 from kcc.registers.klantinteracties import KlantinteractiesClient, KlantinteractiesSettings
 from kcc.secrets import SecretRef
 from kcc.usecases.export import Exporter, ExportSettings
+from kcc.usecases.export_sync import DocumentSettings
 from kcc.usecases.intake import Intake
 from kcc.usecases.outbox import Outbox
 from replies.delivery import RelaySettings
@@ -49,6 +51,7 @@ class App:
     source_factory: SourceFactory = field(repr=False)
     transport_factory: TransportFactory | None = field(default=None, repr=False)
     register_factory: RegisterFactory | None = field(default=None, repr=False)
+    documenten_factory: Callable[[], DocumentenClient] | None = field(default=None, repr=False)
 
     def uow(self) -> UnitOfWork:
         return UnitOfWork(self.session_factory)
@@ -86,9 +89,16 @@ class App:
             )
         return KlantinteractiesClient(klantinteracties_settings(openklant))
 
+    def documenten(self) -> DocumentenClient:
+        """A client of the Documenten API ([documenten]); tests may inject one on a test server."""
+        if self.documenten_factory is not None:
+            return self.documenten_factory()
+        return DocumentenClient(documenten_settings(self.config.documenten))
+
     def exporter(self) -> Exporter:
-        """The exporter to the registers over this database."""
-        return Exporter(self.uow, self.klantinteracties, export_settings(self.config))
+        """The exporter to the registers over this database; documents only when [documenten] has a url."""
+        documents = self.documenten if self.config.documenten.enabled else None
+        return Exporter(self.uow, self.klantinteracties, export_settings(self.config), documents)
 
     def sent_copy(self) -> SentCopy | None:
         """The Sent-folder copier when [replies] sent_folder is set: sent_mailbox, else the first IMAP mailbox."""
@@ -199,10 +209,21 @@ def klantinteracties_settings(openklant: OpenKlantConfig, environ: Mapping[str, 
     return KlantinteractiesSettings(url=openklant.url, token=token.provider(environ), timeout=openklant.timeout)
 
 
+def documenten_settings(documenten: DocumentenConfig, environ: Mapping[str, str] | None = None
+                        ) -> DocumentenSettings:
+    """The Documenten adapter's settings for [documenten]; the secret is read for every token it signs."""
+    secret = SecretRef(documenten.secret_env, documenten.secret_file, "[documenten] secret", key="secret")
+    return DocumentenSettings(url=documenten.url, client_id=documenten.client_id, secret=secret.provider(environ),
+                              timeout=documenten.timeout)
+
+
 def export_settings(config: Config) -> ExportSettings:
+    documenten = config.documenten
+    documents = (DocumentSettings(documenten.bronorganisatie, documenten.informatieobjecttype)
+                 if documenten.enabled else None)
     return ExportSettings(
         referentienummer_prefix=config.openklant.referentienummer_prefix, lease_seconds=config.export.lease_seconds,
-        batch_size=config.export.batch_size, retry_max_seconds=config.export.retry_max_seconds,
+        batch_size=config.export.batch_size, retry_max_seconds=config.export.retry_max_seconds, documents=documents,
     )
 
 

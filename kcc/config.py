@@ -217,6 +217,23 @@ class OpenKlantConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DocumentenConfig:
+    """The Documenten API (Open Zaak) for the mail's .eml and its attachments; empty url: documents stay local."""
+
+    url: str = ""
+    client_id: str = ""
+    secret_env: str = ""
+    secret_file: str = ""
+    bronorganisatie: str = ""
+    informatieobjecttype: str = ""
+    timeout: float = 60.0
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.url)
+
+
+@dataclass(frozen=True, slots=True)
 class ExportConfig:
     """How the exporter works through its jobs: its rhythm, its lease, and how long it keeps retrying."""
 
@@ -237,6 +254,7 @@ class Config:
     monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
     web: WebConfig = field(default_factory=WebConfig)
     openklant: OpenKlantConfig = field(default_factory=OpenKlantConfig)
+    documenten: DocumentenConfig = field(default_factory=DocumentenConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     source: str = "built-in defaults"
 
@@ -261,6 +279,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "replies": RepliesConfig,
     "monitoring": MonitoringConfig,
     "openklant": OpenKlantConfig,
+    "documenten": DocumentenConfig,
     "export": ExportConfig,
 }
 _INLINE_SECRETS = {"password": "password", "secret": "password", "token": "token", "access_token": "token"}
@@ -310,6 +329,7 @@ def _load_file(path: Path) -> Config:
     _check_values(config, where)
     _check_monitoring(config.monitoring, where)
     check_export(config.openklant, config.export, where)
+    check_documenten(config.documenten, config.openklant, where)
     return config
 
 
@@ -571,3 +591,28 @@ def check_export(openklant: OpenKlantConfig, export: ExportConfig, where: str) -
             f"{where}: openklant.enabled needs the API token: name its environment variable in openklant.token_env "
             "or its file in openklant.token_file"
         )
+
+
+def check_documenten(documenten: DocumentenConfig, openklant: OpenKlantConfig, where: str) -> None:
+    """Open Zaak refuses a document without an RSIN and a published informatieobjecttype: say so at start."""
+    if not documenten.enabled:
+        return
+    if not openklant.enabled:
+        raise ConfigError(f"{where}: documenten.url is set but openklant.enabled is false; the documents go to the "
+                          "Documenten API together with their klantcontact, so switch on [openklant] too")
+    if not documenten.url.startswith("https://") and not _is_loopback(_url_host(documenten.url)):
+        raise ConfigError(f"{where}: documenten.url must be the https:// address of the Documenten API, e.g. "
+                          "https://openzaak.gemeente.nl/documenten/api/v1 (plain http only on loopback)")
+    if not documenten.client_id:
+        raise ConfigError(f"{where}: documenten.client_id is needed: the client id Open Zaak knows kcc-mail by")
+    if not (documenten.secret_env or documenten.secret_file):
+        raise ConfigError(f"{where}: the Documenten API needs the client's secret: name its environment variable "
+                          "in documenten.secret_env or its file in documenten.secret_file")
+    if not (len(documenten.bronorganisatie) == 9 and documenten.bronorganisatie.isdigit()):
+        raise ConfigError(f"{where}: documenten.bronorganisatie must be the municipality's RSIN, 9 digits, e.g. "
+                          "\"002220647\"")
+    if not documenten.informatieobjecttype.startswith(("https://", "http://")):
+        raise ConfigError(f"{where}: documenten.informatieobjecttype must be the URL of a published "
+                          "informatieobjecttype in the Catalogi API")
+    if documenten.timeout <= 0:
+        raise ConfigError(f"{where}: documenten.timeout must be more than 0, not {documenten.timeout}")

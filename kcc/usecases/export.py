@@ -9,6 +9,7 @@ register could not be reached or answered 5xx (the lookups make a retry safe eve
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import uuid
@@ -21,9 +22,10 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from kcc.errors import Refused
+from kcc.registers.documenten import DocumentenClient
 from kcc.registers.klantinteracties import KlantinteractiesClient, RegisterRefused, RegisterUnreachable
 from kcc.usecases.export_bodies import ExportRefused
-from kcc.usecases.export_sync import DossierSync, JobClaim, LeaseLost, NotReady
+from kcc.usecases.export_sync import DocumentSettings, DossierSync, JobClaim, LeaseLost, NotReady
 from kcc.usecases.paging import Page
 from store.export import UNFINISHED, ExportJob, enqueue
 from store.klantinteracties import Klantcontact
@@ -48,6 +50,8 @@ class ExportSettings:
     lease_seconds: float = 300.0
     batch_size: int = 20
     retry_max_seconds: float = 3600.0
+    documents: DocumentSettings | None = None
+    """None: the documents stay local (no [documenten] url), and so do the bijlagen that would name them."""
 
 
 @dataclass
@@ -70,6 +74,7 @@ class ExportSummary:
 
 
 ClientFactory = Callable[[], KlantinteractiesClient]
+DocumentenFactory = Callable[[], DocumentenClient]
 
 
 def backoff(attempt: int, retry_max_seconds: float) -> timedelta:
@@ -81,23 +86,26 @@ class Exporter:
     """Works through the export jobs: one round (`run_once`, for cron and tests) or rounds until stopped."""
 
     def __init__(self, uow_factory: Callable[[], UnitOfWork], client_factory: ClientFactory,
-                 settings: ExportSettings) -> None:
+                 settings: ExportSettings, documenten_factory: DocumentenFactory | None = None) -> None:
         self._uow = uow_factory
         self._client_factory = client_factory
+        self._documenten_factory = documenten_factory
         self._settings = settings
 
     def run_once(self, *, now: datetime | None = None, stop: threading.Event | None = None) -> ExportSummary:
         """Every due job, oldest klantcontact first, until none is due (or `stop`)."""
         total = ExportSummary()
-        expire_leases(self._uow(), now=now or utcnow())
-        with self._client_factory() as client:
+        now = now or utcnow()  # one moment for the round: a job it sends to retry is not due again in it
+        expire_leases(self._uow(), now=now)
+        documenten = self._documenten_factory() if self._documenten_factory is not None else None
+        with self._client_factory() as client, documenten or contextlib.nullcontext():
             while stop is None or not stop.is_set():
-                claims = claim(self._uow(), now=now or utcnow(), lease_seconds=self._settings.lease_seconds,
+                claims = claim(self._uow(), now=now, lease_seconds=self._settings.lease_seconds,
                                limit=self._settings.batch_size)
                 if not claims:
                     break
                 for claimed in claims:
-                    total.add(self._export(client, claimed))
+                    total.add(self._export(client, documenten, claimed, now))
         return total
 
     def run_forever(self, stop: threading.Event, interval: float) -> None:
@@ -110,9 +118,11 @@ class Exporter:
                 log.error("an export round failed (%s: %s); trying again in %g s", type(exc).__name__, exc, interval)
             stop.wait(interval)
 
-    def _export(self, client: KlantinteractiesClient, claimed: JobClaim) -> ExportSummary:
+    def _export(self, client: KlantinteractiesClient, documenten: DocumentenClient | None, claimed: JobClaim,
+                now: datetime) -> ExportSummary:
         sync = DossierSync(self._uow, client, claimed, prefix=self._settings.referentienummer_prefix,
-                           lease_seconds=self._settings.lease_seconds)
+                           lease_seconds=self._settings.lease_seconds, documenten=documenten,
+                           documents=self._settings.documents)
         summary = ExportSummary()
         try:
             summary.requests = sync.run()
@@ -122,7 +132,7 @@ class Exporter:
         except (RegisterUnreachable, NotReady) as exc:
             delay = (timedelta(seconds=NOT_READY_SECONDS) if isinstance(exc, NotReady)
                      else backoff(claimed.attempt, self._settings.retry_max_seconds))
-            if finish(self._uow(), claimed, ExportStatus.RETRY, str(exc), next_attempt=utcnow() + delay):
+            if finish(self._uow(), claimed, ExportStatus.RETRY, str(exc), next_attempt=max(now, utcnow()) + delay):
                 log.warning("klantcontact %s not exported yet (attempt %s): %s; next try in %g s",
                             claimed.klantcontact_id, claimed.attempt, exc, delay.total_seconds())
                 summary.retry = 1

@@ -163,6 +163,38 @@ def toelichting(text: str, vervangt: Remote | None) -> str:
     return (text if len(text) <= room else text[: room - 1] + "…") + suffix
 
 
+DOCUMENT_OBJECTTYPE = "enkelvoudiginformatieobject"
+DOCUMENT_REGISTER = "open-zaak"
+
+
+def informatieobject_body(document: Mapping[str, Any], inhoud: str, *, bronorganisatie: str,
+                          informatieobjecttype: str) -> dict[str, Any]:
+    """An EnkelvoudigInformatieObject with its bytes inline (base64 in `inhoud`).
+
+    Its `identificatie` is the local uuid, so a document whose answer was lost is found again by it; Open Zaak
+    wants `integriteit.datum` whenever `integriteit` is sent.
+    """
+    return {
+        "identificatie": str(document["uuid"]), "bronorganisatie": bronorganisatie,
+        "creatiedatum": document["creatiedatum"].isoformat(), "titel": document["titel"] or document["bestandsnaam"],
+        "vertrouwelijkheidaanduiding": document["vertrouwelijkheidaanduiding"], "auteur": document["auteur"],
+        "status": "definitief", "formaat": document["formaat"], "taal": document["taal"],
+        "bestandsnaam": document["bestandsnaam"], "inhoud": inhoud, "bestandsomvang": document["bestandsomvang"],
+        "indicatieGebruiksrecht": False, "informatieobjecttype": informatieobjecttype,
+        "integriteit": {"algoritme": document["integriteit_algoritme"], "waarde": document["integriteit_waarde"],
+                        "datum": document["creatiedatum"].isoformat()},
+    }
+
+
+def bijlage_body(klantcontact: Remote, document: Remote) -> dict[str, Any]:
+    """The bijlage names the **remote** document (its uuid in the Documenten API), never the local one."""
+    return {
+        "wasBijlageVanKlantcontact": ref(klantcontact),
+        "bijlageidentificator": {"objectId": document.uuid, "codeObjecttype": DOCUMENT_OBJECTTYPE,
+                                 "codeRegister": DOCUMENT_REGISTER, "codeSoortObjectId": "uuid"},
+    }
+
+
 MUTABLE = {
     "klantcontact": ("kanaal", "onderwerp", "inhoud", "indicatieContactGelukt", "taal", "vertrouwelijk",
                      "plaatsgevondenOp"),

@@ -9,6 +9,7 @@ and extends the lease, so a crash loses at most the one answer in flight, which 
 
 from __future__ import annotations
 
+import base64
 import uuid as uuid_module
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,14 +19,18 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from kcc.registers.documenten import DocumentenClient
+from kcc.registers.http import JsonApi
 from kcc.registers.klantinteracties import KlantinteractiesClient
 from kcc.usecases.export_bodies import (
     Remote,
     actor_body,
     actor_klantcontact_body,
     betrokkene_body,
+    bijlage_body,
     digest,
     digitaal_adres_body,
+    informatieobject_body,
     interne_taak_body,
     klantcontact_body,
     onderwerpobject_body,
@@ -36,12 +41,15 @@ from store.klantinteracties import (
     Actor,
     ActorKlantcontact,
     Betrokkene,
+    Bijlage,
     DigitaalAdres,
+    Informatieobject,
     InterneTaak,
     InterneTaakActor,
     Klantcontact,
     Onderwerpobject,
 )
+from store.mail import Blob
 from store.states import ExportStatus
 from store.types import utcnow
 from store.uow import UnitOfWork
@@ -77,6 +85,8 @@ class Dossier:
     actor_klantcontacten: list[tuple[Row, uuid_module.UUID]]
     onderwerpen: list[tuple[Row, uuid_module.UUID]]
     taken: list[tuple[Row, list[uuid_module.UUID], uuid_module.UUID | None]]
+    bijlagen: list[tuple[Row, Row]] = field(default_factory=list)
+    """Each bijlage with its informatieobject (without the bytes: those are read one document at a time)."""
     remote: dict[uuid_module.UUID, tuple[Remote, str]] = field(default_factory=dict)
 
 
@@ -126,14 +136,26 @@ def read_dossier(uow: UnitOfWork, klantcontact_id: int) -> Dossier:
                 toegewezen.append(actor.uuid)
             vervangt = taak_uuids.get(taak.vervangt_taak_id) if taak.vervangt_taak_id else None
             taken.append((_plain(taak), toegewezen, vervangt))
+        bijlagen = [(_plain(b), _plain(d)) for b, d in session.execute(
+            select(Bijlage, Informatieobject).join(Informatieobject, Informatieobject.id == Bijlage.informatieobject_id)
+            .where(Bijlage.klantcontact_id == contact.id).order_by(Bijlage.id))]
         dossier = Dossier(_plain(contact), betrokkenen, {a["uuid"]: a for a in actoren.values()}, links,
-                          onderwerpen, taken)
+                          onderwerpen, taken, bijlagen)
         local = [contact.uuid, *dossier.actoren, *was_uuids.values(), *(b["uuid"] for b, _ in betrokkenen),
                  *(a["uuid"] for _, adressen in betrokkenen for a in adressen), *(link["uuid"] for link, _ in links),
-                 *(o["uuid"] for o, _ in onderwerpen), *taak_uuids.values()]
+                 *(o["uuid"] for o, _ in onderwerpen), *taak_uuids.values(),
+                 *(b["uuid"] for b, _ in bijlagen), *(d["uuid"] for _, d in bijlagen)]
         for row in session.scalars(select(ExportedRecord).where(ExportedRecord.local_uuid.in_(local))):
             dossier.remote[row.local_uuid] = (Remote(row.remote_uuid, row.remote_url), row.body_sha256)
         return dossier
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentSettings:
+    """What Open Zaak needs on every document: the municipality's RSIN and a published informatieobjecttype."""
+
+    bronorganisatie: str
+    informatieobjecttype: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,9 +174,12 @@ class DossierSync:
     """Brings one dossier into the register; every call to the register happens outside any transaction."""
 
     def __init__(self, uow_factory: Callable[[], UnitOfWork], client: KlantinteractiesClient, claim: JobClaim, *,
-                 prefix: str, lease_seconds: float) -> None:
+                 prefix: str, lease_seconds: float, documenten: DocumentenClient | None = None,
+                 documents: DocumentSettings | None = None) -> None:
         self._uow = uow_factory
         self._client = client
+        self._documenten = documenten
+        self._documents = documents
         self._claim = claim
         self._prefix = prefix
         self._lease = timedelta(seconds=lease_seconds)
@@ -164,7 +189,8 @@ class DossierSync:
         """Send what the register lacks or has differently; returns how many requests changed something."""
         dossier = self._dossier = read_dossier(self._uow(), self._claim.klantcontact_id)
         # A map entry of another register (openklant.url changed) says nothing about this one: look up again.
-        dossier.remote = {k: v for k, v in dossier.remote.items() if self._client.owns(v[0].url)}
+        apis: list[JsonApi] = [self._client, *([self._documenten] if self._documenten else [])]
+        dossier.remote = {k: v for k, v in dossier.remote.items() if any(api.owns(v[0].url) for api in apis)}
         self.changes = 0
         actoren = {local: self._actor(row) for local, row in dossier.actoren.items()}
         contact = dossier.klantcontact
@@ -194,7 +220,42 @@ class DossierSync:
             t_body = interne_taak_body(taak, kc, [actoren[a] for a in toegewezen], previous)
             self._ensure("interne_taak", taak["uuid"], "internetaken", t_body, Lookup(
                 {"aanleidinggevendKlantcontact__uuid": kc.uuid}, {"gevraagdeHandeling": t_body["gevraagdeHandeling"]}))
+        if self._documenten is not None and self._documents is not None:
+            for bijlage, document in dossier.bijlagen:
+                remote_document = self._document(self._documenten, self._documents, document)
+                self._ensure("bijlage", bijlage["uuid"], "bijlagen", bijlage_body(kc, remote_document), Lookup(
+                    {"klantcontact__uuid": kc.uuid, "bijlageidentificatorObjectId": remote_document.uuid}))
         return self.changes
+
+    def _document(self, api: DocumentenClient, settings: DocumentSettings, document: Row) -> Remote:
+        """The document in the Documenten API, looked up by its identificatie (the local uuid) before a POST.
+
+        Its bytes are read only when it must be created, in a short transaction of their own.
+        """
+        assert self._dossier is not None
+        known = self._dossier.remote.get(document["uuid"])
+        if known is not None:
+            return known[0]
+        found = api.find("enkelvoudiginformatieobjecten", {
+            "bronorganisatie": settings.bronorganisatie, "identificatie": str(document["uuid"])})
+        if found:
+            remote = Remote(str(found[0]["url"]).rstrip("/").rpartition("/")[2], str(found[0]["url"]))
+        else:
+            body = informatieobject_body(document, base64.b64encode(self._bytes(document["blob_sha256"])).decode(),
+                                         bronorganisatie=settings.bronorganisatie,
+                                         informatieobjecttype=settings.informatieobjecttype)
+            created = api.create("enkelvoudiginformatieobjecten", body)
+            remote = Remote(str(created["url"]).rstrip("/").rpartition("/")[2], str(created["url"]))
+            self.changes += 1
+        self._record("informatieobject", document["uuid"], remote, "")
+        return remote
+
+    def _bytes(self, sha256: str) -> bytes:
+        with self._uow() as uow:
+            data = uow.session.scalar(select(Blob.data).where(Blob.sha256 == sha256))
+        if data is None:
+            raise LookupError(f"the stored bytes {sha256[:12]}… of a document are gone; it cannot be exported")
+        return bytes(data)
 
     def _actor(self, row: Row) -> Remote:
         """Open Klant has no uniqueness on actors: the one with our identificator is looked up before any POST."""
@@ -266,4 +327,4 @@ def _extend_lease(session: Session, claim: JobClaim, lease: timedelta) -> None:
         raise LeaseLost(f"the export jobs of klantcontact {claim.klantcontact_id} were taken over by another exporter")
 
 
-__all__ = ["Dossier", "DossierSync", "JobClaim", "LeaseLost", "NotReady", "read_dossier"]
+__all__ = ["DocumentSettings", "Dossier", "DossierSync", "JobClaim", "LeaseLost", "NotReady", "read_dossier"]

@@ -202,3 +202,40 @@ def test_an_actor_another_system_created_is_used_not_doubled(exporting: Exportin
     assert [a["uuid"] for a in medewerkers] == [existing["uuid"]]
     links = exporting.under("actorklantcontacten", "klantcontact", exporting.remote(registered.klantcontact_id))
     assert existing["uuid"] in {link["actor"]["uuid"] for link in links}
+
+
+@pytest.fixture
+def with_documents(exporting: Exporting, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Exporting, Any]]:
+    """The same, with a Documenten API test server for the mail's .eml and its attachments."""
+    from support.registers import CLIENT_ID, INFORMATIEOBJECTTYPE, RSIN, SECRET, open_zaak
+
+    from kcc.config import DocumentenConfig
+
+    monkeypatch.setenv("KCC_TEST_DOCUMENTEN_SECRET", SECRET)
+    with open_zaak() as drc:
+        documenten = DocumentenConfig(url=drc.url, client_id=CLIENT_ID, secret_env="KCC_TEST_DOCUMENTEN_SECRET",
+                                      bronorganisatie=RSIN, informatieobjecttype=INFORMATIEOBJECTTYPE, timeout=2)
+        app = build_app(dataclasses.replace(exporting.app.config, documenten=documenten), engine=exporting.app.engine)
+        yield dataclasses.replace(exporting, app=app, exporter=app.exporter()), drc
+        assert drc.invalid == [], "every request to the Documenten API must validate against its specification"
+
+
+def test_the_mail_and_its_attachment_become_documents_and_bijlagen(with_documents: tuple[Exporting, Any]) -> None:
+    from support.mails import with_attachment
+
+    exporting, drc = with_documents
+    app = exporting.app
+    raw = with_attachment("Zie de foto van de container.")
+    registered = register(app.uow(), app.config, queue_mail(app, raw), NoFollowUp(), ANNA)
+    drc.fail("500-after", "POST", "enkelvoudiginformatieobjecten")  # the first document's answer is lost
+    assert exporting.run().retry == 1
+    assert exporting.run(later=True).done == 1
+    documents = drc.all("enkelvoudiginformatieobjecten")
+    assert sorted(d["formaat"] for d in documents) == ["image/jpeg", "message/rfc822"], "each once, none twice"
+    eml = next(d for d in documents if d["formaat"] == "message/rfc822")
+    assert drc.contents[eml["url"]] == raw, "the whole mail, byte for byte"
+    assert eml["integriteit"]["datum"] and eml["bronorganisatie"] == "002220647"
+    contact = exporting.remote(registered.klantcontact_id)
+    bijlagen = exporting.under("bijlagen", "wasBijlageVanKlantcontact", contact)
+    named = sorted(b["bijlageidentificator"]["objectId"] for b in bijlagen)
+    assert named == sorted(d["url"].rpartition("/")[2] for d in documents), "the bijlagen name the remote documents"

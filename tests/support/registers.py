@@ -12,6 +12,7 @@ that never comes, or a connection cut halfway through the answer.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import re
@@ -27,6 +28,8 @@ from typing import Any
 
 import uvicorn
 import yaml
+from joserfc import jwt as jose_jwt
+from joserfc.jwk import OctKey
 from openapi_core import OpenAPI
 from openapi_core.contrib.starlette.requests import StarletteOpenAPIRequest
 from starlette.requests import Request
@@ -39,6 +42,13 @@ SPECS = Path(os.environ.get("KCC_TEST_SPECS") or ROOT.parent / "shared" / "specs
 SPEC = SPECS / "open-klant-2.18-klantinteracties-openapi.yaml"
 BASE_PATH = "/klantinteracties/api/v1"
 TOKEN = "test-openklant-token-1234"
+DRC_SPEC = SPECS / "open-zaak-1.30-documenten-openapi.yaml"
+DRC_PATH = "/documenten/api/v1"
+CLIENT_ID = "kcc-mail"
+SECRET = "test-openzaak-secret-5678"
+INFORMATIEOBJECTTYPE = "http://catalogi.test/catalogi/api/v1/informatieobjecttypen/4e2f8a6c-0b4c-4b55-9a3f-1c2d3e4f5a6b"
+"""The one published informatieobjecttype the Open Zaak test server knows."""
+RSIN = "002220647"
 
 # Django's EmailValidator as observed: a dot-atom local part, a domain with a dot and a top level of 2+ letters.
 _EMAIL = re.compile(
@@ -48,6 +58,11 @@ _EMAIL = re.compile(
 _GROUPS = ("actoridentificator", "onderwerpobjectidentificator", "bijlageidentificator", "contactnaam")
 """Filters like actoridentificatorObjectId name a field of one of these groups."""
 _READ_ONLY = {"uuid", "url", "toegewezenOp"}
+_ALIASES = {
+    ("bijlagen", "klantcontact__uuid"): "wasBijlageVanKlantcontact__uuid",
+    ("internetaken", "klantcontact__uuid"): "aanleidinggevendKlantcontact__uuid",
+}
+"""Filters Open Klant names after another field than the one they filter on."""
 _SPEC_CACHE: dict[Path, OpenAPI] = {}
 
 
@@ -56,8 +71,26 @@ def openapi(path: Path = SPEC) -> OpenAPI:
     if path not in _SPEC_CACHE:
         spec = yaml.safe_load(path.read_text(encoding="utf-8"))
         _nullable_references(spec, spec["components"]["schemas"])
+        _local_references_only(spec)
         _SPEC_CACHE[path] = OpenAPI.from_dict(spec, base_uri=path.as_uri())
     return _SPEC_CACHE[path]
+
+
+def _local_references_only(node: Any) -> None:
+    """The Documenten specification points at the Catalogi and Zaken specifications on the internet for its
+    `expand` answers; a test cannot fetch them, and kcc-mail sends none of those objects, so they accept anything."""
+    if isinstance(node, dict):
+        for key, value in list(node.items()):
+            if isinstance(value, dict) and str(value.get("$ref", "#")).split("#")[0]:
+                node[key] = {}
+            else:
+                _local_references_only(value)
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            if isinstance(value, dict) and str(value.get("$ref", "#")).split("#")[0]:
+                node[index] = {}
+            else:
+                _local_references_only(value)
 
 
 def _nullable_references(node: Any, schemas: dict[str, Any]) -> None:
@@ -95,6 +128,8 @@ class Fault:
 class OpenKlantServer:
     """The register's state, for the test to look at and to break."""
 
+    spec: Path = SPEC
+    base_path: str = BASE_PATH
     url: str = ""
     objects: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     requests: list[tuple[str, str]] = field(default_factory=list)
@@ -132,7 +167,7 @@ class OpenKlantServer:
                     return
         request = Request(scope, receive)
         body = await request.body()
-        path = request.url.path.removeprefix(BASE_PATH).strip("/").split("/")
+        path = request.url.path.removeprefix(self.base_path).strip("/").split("/")
         method = request.method
         resource = path[0] if path else ""
         with self.lock:
@@ -141,10 +176,10 @@ class OpenKlantServer:
         if fault == "500":
             await _respond(send, 500, {"detail": "fault injected before processing"})
             return
-        if request.headers.get("authorization") != f"Token {TOKEN}":
+        if not self._authorized(request.headers.get("authorization", "")):
             await _respond(send, 401, {"detail": "Authenticatiegegevens zijn niet opgegeven."})
             return
-        result = openapi().unmarshal_request(StarletteOpenAPIRequest(request, body=body))
+        result = openapi(self.spec).unmarshal_request(StarletteOpenAPIRequest(request, body=body))
         if result.errors:
             reasons = "; ".join(_reason(error) for error in result.errors)
             with self.lock:
@@ -169,6 +204,9 @@ class OpenKlantServer:
             raise ConnectionAbortedError("fault injected: connection cut mid-response")
         else:
             await _respond(send, status, answer)
+
+    def _authorized(self, header: str) -> bool:
+        return header == f"Token {TOKEN}"
 
     def _handle(self, method: str, path: list[str], query: dict[str, str], data: Any) -> tuple[int, Any]:
         resource = path[0]
@@ -200,8 +238,12 @@ class OpenKlantServer:
                 value["url"] = f"{self.url}/{_resource_of(value['uuid'], self.objects)}/{value['uuid']}"
         if resource == "internetaken":
             record["toegewezenOp"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self._on_create(resource, record, store)
         store[new] = record
         return 201, record
+
+    def _on_create(self, resource: str, record: dict[str, Any], store: dict[str, dict[str, Any]]) -> None:
+        """What the server adds to a new object beyond uuid and url."""
 
     def _check(self, resource: str, data: dict[str, Any], store: dict[str, dict[str, Any]], *, patch: bool
                ) -> dict[str, Any] | None:
@@ -231,7 +273,8 @@ class OpenKlantServer:
         page = int(query.pop("page", "1"))
         size = min(int(query.pop("pageSize", "100")), 100)
         query.pop("expand", None)
-        found = [record for record in store.values() if all(_matches(record, k, v) for k, v in query.items())]
+        found = [record for record in store.values()
+                 if all(_matches(record, _ALIASES.get((resource, k), k), v) for k, v in query.items())]
         chunk = found[(page - 1) * size: page * size]
         more = page * size < len(found)
         params = "&".join(f"{k}={v}" for k, v in query.items())
@@ -278,18 +321,83 @@ async def _respond(send: Send, status: int, body: Any) -> None:
     await send({"type": "http.response.body", "body": data})
 
 
+@dataclass
+class OpenZaakServer(OpenKlantServer):
+    """The Documenten API of Open Zaak: a ZGW JWT (HS256, the client's secret), an RSIN, a published
+    informatieobjecttype, `integriteit.datum`, and an `identificatie` it assigns when none is given."""
+
+    spec: Path = DRC_SPEC
+    base_path: str = DRC_PATH
+    numbered: int = 0
+
+    def _authorized(self, header: str) -> bool:
+        scheme, _, token = header.partition(" ")
+        if scheme != "Bearer":
+            return False
+        try:
+            claims = jose_jwt.decode(token, OctKey.import_key(SECRET)).claims
+        except Exception:
+            return False
+        return bool(claims.get("client_id") == CLIENT_ID and abs(time.time() - int(claims.get("iat", 0))) < 300)
+
+    def _check(self, resource: str, data: dict[str, Any], store: dict[str, dict[str, Any]], *, patch: bool
+               ) -> dict[str, Any] | None:
+        def refuse(name: str, reason: str) -> dict[str, Any]:
+            return {"title": "Invalid input.", "invalidParams": [{"name": name, "code": "invalid", "reason": reason}]}
+
+        if resource == "enkelvoudiginformatieobjecten" and not patch:
+            if data.get("bronorganisatie") != RSIN:
+                return refuse("bronorganisatie", "Onjuist RSIN.")
+            if data.get("informatieobjecttype") != INFORMATIEOBJECTTYPE:
+                return refuse("informatieobjecttype", "Het informatieobjecttype is niet gepubliceerd.")
+            if data.get("integriteit") and not data["integriteit"].get("datum"):
+                return refuse("integriteit.datum", "Dit veld is vereist.")
+            if data.get("identificatie") and any(
+                    other.get("identificatie") == data["identificatie"] for other in store.values()):
+                return refuse("identificatie", "Deze identificatie bestaat al voor deze bronorganisatie.")
+        return None
+
+    def _on_create(self, resource: str, record: dict[str, Any], store: dict[str, dict[str, Any]]) -> None:
+        if resource == "enkelvoudiginformatieobjecten":
+            if not record.get("identificatie"):
+                self.numbered += 1
+                record["identificatie"] = f"DOCUMENT-2026-{self.numbered:010d}"
+            record.pop("uuid", None)  # Open Zaak's documents carry their url only
+            self.contents[record["url"]] = base64.b64decode(record.get("inhoud") or "")
+            record["inhoud"] = f"{record['url']}/download"
+            record["versie"] = 1
+
+    def downloads(self) -> dict[str, bytes]:
+        """Each stored document's bytes by its identificatie, as the Documenten API would serve them."""
+        return {d["identificatie"]: self.contents[d["url"]] for d in self.all("enkelvoudiginformatieobjecten")}
+
+    contents: dict[str, bytes] = field(default_factory=dict)
+
+
 @contextmanager
 def open_klant() -> Iterator[OpenKlantServer]:
-    """The test server on a free loopback port until the block ends."""
-    server = OpenKlantServer()
+    """The Open Klant test server on a free loopback port until the block ends."""
+    with _serving(OpenKlantServer()) as server:
+        yield server
+
+
+@contextmanager
+def open_zaak() -> Iterator[OpenZaakServer]:
+    """The Documenten API test server on a free loopback port until the block ends."""
+    with _serving(OpenZaakServer()) as server:
+        yield server
+
+
+@contextmanager
+def _serving(server: Any) -> Iterator[Any]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server.url = f"http://127.0.0.1:{port}{BASE_PATH}"
+    server.url = f"http://127.0.0.1:{port}{server.base_path}"
     config = uvicorn.Config(server, log_level="critical", lifespan="on")
     runner = uvicorn.Server(config)
-    thread = threading.Thread(target=runner.run, kwargs={"sockets": [sock]}, name="open-klant", daemon=True)
-    openapi()
+    thread = threading.Thread(target=runner.run, kwargs={"sockets": [sock]}, name="register", daemon=True)
+    openapi(server.spec)
     thread.start()
     deadline = time.monotonic() + 15
     while not runner.started:

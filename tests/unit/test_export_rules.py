@@ -72,6 +72,9 @@ def test_backoff_doubles_up_to_its_maximum() -> None:
     assert backoff(20, 3600) == timedelta(hours=1)
 
 
+OPEN = "[openklant]\nenabled = true\nurl = 'https://ok.gemeente.nl/k'\ntoken_env = 'T'\n"
+
+
 def write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "kcc-mail.toml"
     path.write_text(text, encoding="utf-8")
@@ -85,6 +88,11 @@ def write(tmp_path: Path, text: str) -> Path:
     ("[openklant]\ntoken = 'geheim-token'\n", "holds a secret inline"),
     ("[export]\nlease_seconds = 60.0\n", "4 × openklant.timeout"),
     ("[export]\nbatch_size = 0\n", "export.batch_size must be more than 0"),
+    ("[documenten]\nurl = 'https://oz.gemeente.nl/documenten/api/v1'\n", "switch on \\[openklant\\] too"),
+    (OPEN + "[documenten]\nurl = 'https://oz.gemeente.nl/d'\nclient_id = 'kcc-mail'\nsecret_env = 'S'\n"
+     "bronorganisatie = '1234'\ninformatieobjecttype = 'https://oz/c/iot/1'\n", "RSIN, 9 digits"),
+    (OPEN + "[documenten]\nurl = 'https://oz.gemeente.nl/d'\nclient_id = 'kcc-mail'\n", "documenten.secret_env"),
+    (OPEN + "[documenten]\nsecret = 'geheim-token'\n", "holds a secret inline"),
 ])
 def test_an_export_that_cannot_work_is_refused_at_start(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as refused:
