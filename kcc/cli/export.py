@@ -77,6 +77,22 @@ def render_row(row: dict[str, Any]) -> str:
             f"{row['attempts']:>2}x  {due:<16}  {safe(row['lastError'])}").rstrip()
 
 
+@export.command("verify")
+@click.option("--json", "as_json", is_flag=True, help="Print the differences as a JSON array.")
+@click.pass_obj
+def export_verify(context: Context, as_json: bool) -> None:
+    """Compare every exported klantcontact with Open Klant (and its documents): exit 1 on any difference."""
+    found = context.app().exporter().verify()
+    if as_json:
+        echo_json(found)
+    else:
+        for line in found:
+            click.echo(safe(line))
+        click.echo(f"{len(found)} differences" if found else "the registers hold what kcc-mail exported", err=True)
+    if found:
+        sys.exit(1)
+
+
 @export.command("retry")
 @click.pass_obj
 def export_retry(context: Context) -> None:

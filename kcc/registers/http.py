@@ -65,6 +65,13 @@ class JsonApi:
         raise RegisterRefused(f"GET {resource}: more than {MAX_PAGES} pages for one lookup", 0,
                               "too many results; the filter did not narrow the lookup")
 
+    def get(self, url: str) -> dict[str, Any]:
+        """The object at `url` (an url the API gave out)."""
+        if not self.owns(url):
+            raise RegisterRefused(f"GET {url}: not an address of {self._base}", 0,
+                                  "the stored remote url belongs to another API; was its url changed?")
+        return self._request("GET", url)
+
     def create(self, resource: str, body: Mapping[str, Any]) -> dict[str, Any]:
         return self._request("POST", f"{self._base}/{resource}", json=body)
 

@@ -108,6 +108,31 @@ class Exporter:
                     total.add(self._export(client, documenten, claimed, now))
         return total
 
+    def verify(self) -> list[str]:
+        """Every exported klantcontact read back from the registers and compared, field by field and link by link,
+        with what kcc-mail holds; one line per difference. Nothing is sent or changed."""
+        with self._uow() as uow:
+            exported = list(uow.session.scalars(
+                select(ExportJob.klantcontact_id).where(ExportJob.status == ExportStatus.DONE)
+                .group_by(ExportJob.klantcontact_id).order_by(ExportJob.klantcontact_id)))
+        found: list[str] = []
+        documenten = self._documenten_factory() if self._documenten_factory is not None else None
+        with self._client_factory() as client, documenten or contextlib.nullcontext():
+            for klantcontact_id in exported:
+                sync = DossierSync(self._uow, client, JobClaim(klantcontact_id, (), "", 0),
+                                   prefix=self._settings.referentienummer_prefix,
+                                   lease_seconds=self._settings.lease_seconds, documenten=documenten,
+                                   documents=self._settings.documents, verify=True)
+                try:
+                    sync.run()
+                except LookupError:  # purged meanwhile: nothing left here to compare
+                    continue
+                except (RegisterUnreachable, ExportRefused) as exc:
+                    found.append(f"klantcontact {klantcontact_id}: cannot be compared: {exc}")
+                    continue
+                found += [f"klantcontact {klantcontact_id}: {line}" for line in sync.differences]
+        return found
+
     def run_forever(self, stop: threading.Event, interval: float) -> None:
         while not stop.is_set():
             try:

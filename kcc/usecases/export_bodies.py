@@ -205,3 +205,52 @@ MUTABLE = {
 
 def patch_of(soort: str, body: Mapping[str, Any]) -> dict[str, Any]:
     return {key: body[key] for key in MUTABLE.get(soort, ()) if key in body}
+
+
+NOT_COMPARED = {"inhoud"}
+"""A document's bytes come back as a download link: its integriteit (sha256) is compared instead."""
+
+
+def differences(what: str, sent: Mapping[str, Any], found: Mapping[str, Any]) -> list[str]:
+    """Where the register's object differs from what kcc-mail would send now: one line per field.
+
+    References are compared by uuid, times as moments (the register may write them in another zone), lists of
+    references as sets.
+    """
+    lines = []
+    for key, value in sent.items():
+        if key in NOT_COMPARED:
+            continue
+        there = found.get(key)
+        if _same(value, there):
+            continue
+        lines.append(f"{what}: {key} is {_short(there)} in the register, {_short(value)} here")
+    return lines
+
+
+def _same(here: Any, there: Any) -> bool:
+    if isinstance(here, dict) and set(here) == {"uuid"}:
+        return isinstance(there, dict) and there.get("uuid") == here["uuid"]
+    if isinstance(here, list) and all(isinstance(item, dict) and set(item) == {"uuid"} for item in here):
+        return isinstance(there, list) and {i["uuid"] for i in here} == {
+            i.get("uuid") for i in there if isinstance(i, dict)}
+    if isinstance(here, dict):
+        return isinstance(there, dict) and all(_same(v, there.get(k)) for k, v in here.items())
+    if isinstance(here, str) and isinstance(there, str) and here != there:
+        moments = _moment(here), _moment(there)
+        return None not in moments and moments[0] == moments[1]
+    return bool(here == there)
+
+
+def _moment(text: str) -> datetime | None:
+    if "T" not in text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 80 else text[:79] + "…"

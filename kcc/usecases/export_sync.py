@@ -20,7 +20,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from kcc.registers.documenten import DocumentenClient
-from kcc.registers.http import JsonApi
+from kcc.registers.http import JsonApi, RegisterRefused
 from kcc.registers.klantinteracties import KlantinteractiesClient
 from kcc.usecases.export_bodies import (
     Remote,
@@ -28,6 +28,7 @@ from kcc.usecases.export_bodies import (
     actor_klantcontact_body,
     betrokkene_body,
     bijlage_body,
+    differences,
     digest,
     digitaal_adres_body,
     informatieobject_body,
@@ -175,7 +176,10 @@ class DossierSync:
 
     def __init__(self, uow_factory: Callable[[], UnitOfWork], client: KlantinteractiesClient, claim: JobClaim, *,
                  prefix: str, lease_seconds: float, documenten: DocumentenClient | None = None,
-                 documents: DocumentSettings | None = None) -> None:
+                 documents: DocumentSettings | None = None, verify: bool = False) -> None:
+        """With `verify`, nothing is sent: every mapped record is read back and compared (`differences`)."""
+        self._verify = verify
+        self.differences: list[str] = []
         self._uow = uow_factory
         self._client = client
         self._documenten = documenten
@@ -210,6 +214,10 @@ class DossierSync:
             self._ensure("actor_klantcontact", link["uuid"], "actorklantcontacten", actor_klantcontact_body(actor, kc),
                          Lookup({"actor__uuid": actor.uuid, "klantcontact__uuid": kc.uuid}))
         for onderwerp, was_uuid in dossier.onderwerpen:
+            if was_uuid not in dossier.remote and self._verify:
+                self.differences.append(f"onderwerpobject {onderwerp['uuid']}: its klantcontact {was_uuid} is not "
+                                        "in the register")
+                continue
             if was_uuid not in dossier.remote:
                 raise NotReady(f"it refers to klantcontact {was_uuid}, which is not in Open Klant yet")
             was = dossier.remote[was_uuid][0]
@@ -234,6 +242,12 @@ class DossierSync:
         """
         assert self._dossier is not None
         known = self._dossier.remote.get(document["uuid"])
+        if self._verify:
+            return self._compare("informatieobject", document["uuid"], known, api, {
+                "identificatie": str(document["uuid"]), "bestandsnaam": document["bestandsnaam"],
+                "bestandsomvang": document["bestandsomvang"], "formaat": document["formaat"],
+                "integriteit": {"algoritme": document["integriteit_algoritme"],
+                                "waarde": document["integriteit_waarde"]}})
         if known is not None:
             return known[0]
         found = api.find("enkelvoudiginformatieobjecten", {
@@ -280,6 +294,8 @@ class DossierSync:
         assert self._dossier is not None
         sent = digest(body)
         known = self._dossier.remote.get(local)
+        if self._verify:
+            return self._compare(soort, local, known, self._client, body)
         if known is not None:
             remote, before = known
             if before != sent and patch_of(soort, body):
@@ -298,6 +314,21 @@ class DossierSync:
             remote = Remote(str(created["uuid"]), str(created["url"]))
             self.changes += 1
         self._record(soort, local, remote, sent)
+        return remote
+
+    def _compare(self, soort: str, local: uuid_module.UUID, known: tuple[Remote, str] | None, api: JsonApi,
+                 body: dict[str, Any]) -> Remote:
+        """Verify mode: the register's object read back and compared with what would be sent now."""
+        if known is None:
+            self.differences.append(f"{soort} {local}: not in the register")
+            return Remote("00000000-0000-0000-0000-000000000000", "")
+        remote = known[0]
+        try:
+            found = api.get(remote.url)
+        except RegisterRefused as exc:
+            self.differences.append(f"{soort} {local}: {remote.url} cannot be read ({exc.status}: {exc.detail})")
+            return remote
+        self.differences += differences(f"{soort} {local}", body, found)
         return remote
 
     def _record(self, soort: str, local: uuid_module.UUID, remote: Remote, sent: str) -> None:

@@ -14,7 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import delete, select
 from support.mails import customer_mail, queue_mail
 from support.registers import TOKEN, OpenKlantServer, open_klant
 
@@ -64,13 +64,14 @@ class Exporting:
 
 @pytest.fixture
 def exporting(app: App, monkeypatch: pytest.MonkeyPatch) -> Iterator[Exporting]:
-    """A fresh Open Klant, the export switched on to it, and the jobs of earlier tests in the module settled."""
+    """A fresh Open Klant, the export switched on to it, and the jobs of earlier tests in the module gone (they
+    belong to the earlier tests' servers)."""
     monkeypatch.setenv("KCC_TEST_OPENKLANT_TOKEN", TOKEN)
     with open_klant() as server:
         openklant = OpenKlantConfig(enabled=True, url=server.url, token_env="KCC_TEST_OPENKLANT_TOKEN", timeout=2)
         exporting_app = build_app(dataclasses.replace(app.config, openklant=openklant), engine=app.engine)
         with app.uow() as uow:
-            uow.session.execute(update(ExportJob).values(status="done"))
+            uow.session.execute(delete(ExportJob))
             uow.commit()
         yield Exporting(exporting_app, server, exporting_app.exporter())
         assert server.invalid == [], "every request kcc-mail sent must validate against the OpenAPI specification"
@@ -239,3 +240,19 @@ def test_the_mail_and_its_attachment_become_documents_and_bijlagen(with_document
     bijlagen = exporting.under("bijlagen", "wasBijlageVanKlantcontact", contact)
     named = sorted(b["bijlageidentificator"]["objectId"] for b in bijlagen)
     assert named == sorted(d["url"].rpartition("/")[2] for d in documents), "the bijlagen name the remote documents"
+
+
+def test_verify_finds_what_changed_or_went_missing_in_the_register(exporting: Exporting) -> None:
+    app, server = exporting.app, exporting.server
+    answered = reply(app.uow(), app.config, queue_mail(app, customer_mail("Nagaan")), ANSWER, ANNA)
+    exporting.run()
+    assert exporting.exporter.verify() == [], "just exported: the register holds what kcc-mail holds"
+    vraag = exporting.remote(answered.klantcontact_id)
+    vraag["onderwerp"] = "Door iemand anders veranderd"
+    antwoord = exporting.remote(answered.antwoord_klantcontact_id)
+    (betrokkene,) = exporting.under("betrokkenen", "hadKlantcontact", antwoord)
+    del server.objects["betrokkenen"][betrokkene["uuid"]]
+    found = exporting.exporter.verify()
+    assert len(found) == 2, found
+    assert any("onderwerp is \"Door iemand anders veranderd\" in the register, \"Nagaan\" here" in f for f in found)
+    assert any("betrokkene" in f and "cannot be read (404" in f for f in found)

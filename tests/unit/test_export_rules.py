@@ -104,3 +104,16 @@ def test_the_export_on_a_loopback_register_is_accepted(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, "[openklant]\nenabled = true\nurl = 'http://127.0.0.1:8001/api'\n"
                                          "token_file = '/run/secrets/openklant'\n"), environ={})
     assert config.openklant.enabled and config.openklant.referentienummer_prefix == "KM"
+
+
+def test_differences_compare_references_by_uuid_and_times_as_moments() -> None:
+    from kcc.usecases.export_bodies import differences
+
+    sent = {"hadKlantcontact": {"uuid": "a"}, "plaatsgevondenOp": "2026-11-23T08:15:00Z", "rol": "klant",
+            "toegewezenAanActoren": [{"uuid": "x"}, {"uuid": "y"}], "inhoud": "bytes"}
+    found = {"hadKlantcontact": {"uuid": "a", "url": "https://ok/klantcontacten/a"}, "rol": "klant",
+             "plaatsgevondenOp": "2026-11-23T09:15:00+01:00", "toegewezenAanActoren": [{"uuid": "y"}, {"uuid": "x"}],
+             "inhoud": "https://drc/download"}
+    assert differences("betrokkene 1", sent, found) == []
+    assert differences("betrokkene 1", {**sent, "rol": "vertegenwoordiger"}, found) == [
+        'betrokkene 1: rol is "klant" in the register, "vertegenwoordiger" here']
