@@ -10,6 +10,7 @@ and extends the lease, so a crash loses at most the one answer in flight, which 
 from __future__ import annotations
 
 import base64
+import logging
 import uuid as uuid_module
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,6 +57,7 @@ from store.types import utcnow
 from store.uow import UnitOfWork
 
 Row = dict[str, Any]
+log = logging.getLogger(__name__)
 
 
 class NotReady(Exception):
@@ -298,11 +300,21 @@ class DossierSync:
             return self._compare(soort, local, known, self._client, body)
         if known is not None:
             remote, before = known
-            if before != sent and patch_of(soort, body):
+            if before == sent or not patch_of(soort, body):
+                return remote
+            try:
                 self._client.update(remote.url, patch_of(soort, body))
+            except RegisterRefused as exc:
+                if exc.status != 404:
+                    raise
+                # gone from the register (restored to an earlier moment, or deleted there): made again below
+                log.warning("%s %s was gone from the register at %s; it is looked up and made again",
+                            soort, local, remote.url)
+                del self._dossier.remote[local]
+            else:
                 self.changes += 1
                 self._record(soort, local, remote, sent)
-            return remote
+                return remote
         found = self._look_up(resource, lookup)
         if found is not None:  # created before a crash or a lost answer, or (an actor) by another system
             remote = Remote(str(found["uuid"]), str(found["url"]))

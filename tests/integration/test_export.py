@@ -256,3 +256,18 @@ def test_verify_finds_what_changed_or_went_missing_in_the_register(exporting: Ex
     assert len(found) == 2, found
     assert any("onderwerp is \"Door iemand anders veranderd\" in the register, \"Nagaan\" here" in f for f in found)
     assert any("betrokkene" in f and "cannot be read (404" in f for f in found)
+
+
+def test_a_task_gone_from_the_register_is_made_again_when_it_changes(exporting: Exporting) -> None:
+    app, server = exporting.app, exporting.server
+    registered = register(app.uow(), app.config, queue_mail(app, customer_mail("Hersteld")), CALL_BACK, ANNA)
+    assert registered.interne_taak_id is not None
+    exporting.run()
+    contact = exporting.remote(registered.klantcontact_id)
+    (taak,) = exporting.under("internetaken", "aanleidinggevendKlantcontact", contact)
+    del server.objects["internetaken"][taak["uuid"]]  # Open Klant restored to a moment before the task
+    taken.complete(app.uow(), registered.interne_taak_id, ANNA)
+    assert exporting.run().done == 1
+    (again,) = exporting.under("internetaken", "aanleidinggevendKlantcontact", contact)
+    assert again["uuid"] != taak["uuid"] and again["status"] == "verwerkt"
+    assert exporting.exporter.verify() == []
