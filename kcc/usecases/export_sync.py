@@ -3,14 +3,16 @@
 The exporter (kcc.usecases.export) holds a lease on the klantcontact's jobs. This module reads the dossier in
 one short transaction, then for every record: already in the map → PATCH it if it changed; not in the map → look
 it up in the register first (a POST that arrived before a crash or a timeout is found there, never made twice),
-and only then create it. Each outcome is written to the map in a short transaction of its own that also checks
-and extends the lease, so a crash loses at most the one answer in flight, which the next lookup finds.
+and only then create it. The outcomes are written to the map in one short transaction at the end of the pass
+(and at least every quarter of the lease) that also checks and extends the lease; what a crash loses before
+that, the next pass's lookups find.
 """
 
 from __future__ import annotations
 
 import base64
 import logging
+import time
 import uuid as uuid_module
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -182,6 +184,8 @@ class DossierSync:
         """With `verify`, nothing is sent: every mapped record is read back and compared (`differences`)."""
         self._verify = verify
         self.differences: list[str] = []
+        self._pending: list[tuple[str, uuid_module.UUID, Remote, str]] = []
+        self._flushed_at = 0.0
         self._uow = uow_factory
         self._client = client
         self._documenten = documenten
@@ -193,6 +197,15 @@ class DossierSync:
 
     def run(self) -> int:
         """Send what the register lacks or has differently; returns how many requests changed something."""
+        self._pending = []
+        self._flushed_at = time.monotonic()
+        try:
+            return self._run()
+        finally:
+            if self._pending:  # also after a failure: what did arrive is known
+                self._flush()
+
+    def _run(self) -> int:
         dossier = self._dossier = read_dossier(self._uow(), self._claim.klantcontact_id)
         # A map entry of another register (openklant.url changed) says nothing about this one: look up again.
         apis: list[JsonApi] = [self._client, *([self._documenten] if self._documenten else [])]
@@ -344,19 +357,34 @@ class DossierSync:
         return remote
 
     def _record(self, soort: str, local: uuid_module.UUID, remote: Remote, sent: str) -> None:
+        """Remember where the record went; written to the map with the others of this pass (see `_flush`)."""
         assert self._dossier is not None
+        self._dossier.remote[local] = (remote, sent)
+        self._pending.append((soort, local, remote, sent))
+        if time.monotonic() - self._flushed_at > self._lease.total_seconds() / 4:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Write the remembered outcomes in one short transaction that checks and extends the lease.
+
+        Losing them (a crash before this) costs no duplicate: the next pass looks every unmapped record up in
+        the register before it creates one. Writing them once per pass, not once per record, saves a
+        transaction per record; the lease is still extended at least every quarter of its length.
+        """
+        pending, self._pending = self._pending, []
+        self._flushed_at = time.monotonic()
         with self._uow() as uow:
             session = uow.session
             _extend_lease(session, self._claim, self._lease)
-            row = session.get(ExportedRecord, local)
-            if row is None:
-                session.add(ExportedRecord(local_uuid=local, soort=soort, remote_uuid=remote.uuid,
-                                           remote_url=remote.url, body_sha256=sent, exported_at=utcnow()))
-            else:
-                row.remote_uuid, row.remote_url, row.body_sha256, row.exported_at = (
-                    remote.uuid, remote.url, sent, utcnow())
+            for soort, local, remote, sent in pending:
+                row = session.get(ExportedRecord, local)
+                if row is None:
+                    session.add(ExportedRecord(local_uuid=local, soort=soort, remote_uuid=remote.uuid,
+                                               remote_url=remote.url, body_sha256=sent, exported_at=utcnow()))
+                else:
+                    row.remote_uuid, row.remote_url, row.body_sha256, row.exported_at = (
+                        remote.uuid, remote.url, sent, utcnow())
             uow.commit()
-        self._dossier.remote[local] = (remote, sent)
 
 
 def _extend_lease(session: Session, claim: JobClaim, lease: timedelta) -> None:
