@@ -16,9 +16,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ingest.analysis import AnalyseSettings, ClassifyOptions
 from ingest.sources.base import MailSource
-from kcc.config import Config, ConfigError, MailboxConfig, SmtpConfig
+from kcc.config import Config, ConfigError, DocumentenConfig, MailboxConfig, OpenKlantConfig, SmtpConfig
 from kcc.errors import ConfigurationError
+from kcc.registers.documenten import DocumentenClient, DocumentenSettings
+from kcc.registers.klantinteracties import KlantinteractiesClient, KlantinteractiesSettings
 from kcc.secrets import SecretRef
+from kcc.usecases.export import Exporter, ExportSettings
+from kcc.usecases.export_sync import DocumentSettings
 from kcc.usecases.intake import Intake
 from kcc.usecases.outbox import Outbox
 from replies.delivery import RelaySettings
@@ -35,6 +39,7 @@ if TYPE_CHECKING:  # imported where a mailbox of kind imap is used: imapclient i
 
 SourceFactory = Callable[[MailboxConfig], MailSource]
 TransportFactory = Callable[[], Transport]
+RegisterFactory = Callable[[], KlantinteractiesClient]
 
 
 @dataclass
@@ -46,6 +51,8 @@ class App:
     session_factory: sessionmaker[Session]
     source_factory: SourceFactory = field(repr=False)
     transport_factory: TransportFactory | None = field(default=None, repr=False)
+    register_factory: RegisterFactory | None = field(default=None, repr=False)
+    documenten_factory: Callable[[], DocumentenClient] | None = field(default=None, repr=False)
 
     def uow(self) -> UnitOfWork:
         return UnitOfWork(self.session_factory)
@@ -70,6 +77,29 @@ class App:
             return self.transport_factory()
         smtp = self.config.smtp
         return SmtpTransport(self.smtp_settings()) if smtp.kind == "smtp" else DirectoryTransport(smtp.directory)
+
+    def klantinteracties(self) -> KlantinteractiesClient:
+        """A client of Open Klant's Klantinteracties API ([openklant]); tests may inject one on a test server."""
+        if self.register_factory is not None:
+            return self.register_factory()
+        openklant = self.config.openklant
+        if not openklant.enabled:
+            raise ConfigError(
+                f"{self.config.source}: the export to Open Klant is switched off; set openklant.enabled = true "
+                "with openklant.url and the token (see config.example.toml)"
+            )
+        return KlantinteractiesClient(klantinteracties_settings(openklant))
+
+    def documenten(self) -> DocumentenClient:
+        """A client of the Documenten API ([documenten]); tests may inject one on a test server."""
+        if self.documenten_factory is not None:
+            return self.documenten_factory()
+        return DocumentenClient(documenten_settings(self.config.documenten))
+
+    def exporter(self) -> Exporter:
+        """The exporter to the registers over this database; documents only when [documenten] has a url."""
+        documents = self.documenten if self.config.documenten.enabled else None
+        return Exporter(self.uow, self.klantinteracties, export_settings(self.config), documents)
 
     def sent_copy(self) -> SentCopy | None:
         """The Sent-folder copier when [replies] sent_folder is set: sent_mailbox, else the first IMAP mailbox."""
@@ -118,7 +148,7 @@ class SchemaOutOfDate(ConfigurationError):
 
 def build_app(
     config: Config, *, engine: Engine | None = None, source_factory: SourceFactory | None = None,
-    transport_factory: TransportFactory | None = None,
+    transport_factory: TransportFactory | None = None, register_factory: RegisterFactory | None = None,
 ) -> App:
     engine = engine or make_engine(config.database.url_with_password())
     return App(
@@ -127,6 +157,7 @@ def build_app(
         session_factory=make_session_factory(engine),
         source_factory=source_factory or real_source_factory(config),
         transport_factory=transport_factory,
+        register_factory=register_factory,
     )
 
 
@@ -181,6 +212,31 @@ def _secret(auth: str, password_env: str, password_file: str, token_env: str, to
     if auth == "xoauth2":
         return SecretRef(token_env, token_file, f"{what} token", key="token")
     return SecretRef(password_env, password_file, f"{what} password", key="password")
+
+
+def klantinteracties_settings(openklant: OpenKlantConfig, environ: Mapping[str, str] | None = None
+                              ) -> KlantinteractiesSettings:
+    """The Klantinteracties adapter's settings for [openklant]; the token is read at every request."""
+    token = SecretRef(openklant.token_env, openklant.token_file, "[openklant] token", key="token")
+    return KlantinteractiesSettings(url=openklant.url, token=token.provider(environ), timeout=openklant.timeout)
+
+
+def documenten_settings(documenten: DocumentenConfig, environ: Mapping[str, str] | None = None
+                        ) -> DocumentenSettings:
+    """The Documenten adapter's settings for [documenten]; the secret is read for every token it signs."""
+    secret = SecretRef(documenten.secret_env, documenten.secret_file, "[documenten] secret", key="secret")
+    return DocumentenSettings(url=documenten.url, client_id=documenten.client_id, secret=secret.provider(environ),
+                              timeout=documenten.timeout)
+
+
+def export_settings(config: Config) -> ExportSettings:
+    documenten = config.documenten
+    documents = (DocumentSettings(documenten.bronorganisatie, documenten.informatieobjecttype)
+                 if documenten.enabled else None)
+    return ExportSettings(
+        referentienummer_prefix=config.openklant.referentienummer_prefix, lease_seconds=config.export.lease_seconds,
+        batch_size=config.export.batch_size, retry_max_seconds=config.export.retry_max_seconds, documents=documents,
+    )
 
 
 def classify_options(config: Config) -> ClassifyOptions:

@@ -154,6 +154,9 @@ class MonitoringConfig:
     quarantine_warning: int = 1
     reconcile_interval_minutes: float = 60.0
     """How often `kcc-mail run` reconciles each IMAP mailbox with the database (0: only `kcc-mail reconcile`)."""
+    export_pending_warning_minutes: float = 30.0
+    export_pending_critical_minutes: float = 240.0
+    export_failed_warning: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +215,47 @@ class WebConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class OpenKlantConfig:
+    """The municipality's Open Klant (Klantinteracties API): off by default, so everything stays local."""
+
+    enabled: bool = False
+    url: str = ""
+    token_env: str = ""
+    token_file: str = ""
+    timeout: float = 30.0
+    referentienummer_prefix: str = "KM"
+    """Open Klant's referentienummer is unique register-wide and KISS writes there too: kcc-mail's numbers go
+    out with this prefix (letters only), so they cannot collide with another writer's."""
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentenConfig:
+    """The Documenten API (Open Zaak) for the mail's .eml and its attachments; empty url: documents stay local."""
+
+    url: str = ""
+    client_id: str = ""
+    secret_env: str = ""
+    secret_file: str = ""
+    bronorganisatie: str = ""
+    informatieobjecttype: str = ""
+    timeout: float = 60.0
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.url)
+
+
+@dataclass(frozen=True, slots=True)
+class ExportConfig:
+    """How the exporter works through its jobs: its rhythm, its lease, and how long it keeps retrying."""
+
+    interval: float = 10.0
+    lease_seconds: float = 300.0
+    batch_size: int = 20
+    retry_max_seconds: float = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
@@ -221,6 +265,9 @@ class Config:
     replies: RepliesConfig = field(default_factory=RepliesConfig)
     monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
     web: WebConfig = field(default_factory=WebConfig)
+    openklant: OpenKlantConfig = field(default_factory=OpenKlantConfig)
+    documenten: DocumentenConfig = field(default_factory=DocumentenConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
     source: str = "built-in defaults"
 
     @property
@@ -243,6 +290,9 @@ _SECTIONS: dict[str, type[Any]] = {
     "smtp": SmtpConfig,
     "replies": RepliesConfig,
     "monitoring": MonitoringConfig,
+    "openklant": OpenKlantConfig,
+    "documenten": DocumentenConfig,
+    "export": ExportConfig,
 }
 _INLINE_SECRETS = {"password": "password", "secret": "password", "token": "token", "access_token": "token"}
 
@@ -291,6 +341,8 @@ def _load_file(path: Path) -> Config:
     _check_values(config, where)
     check_lmtp(config.mailboxes, where)
     _check_monitoring(config.monitoring, where)
+    check_export(config.openklant, config.export, where)
+    check_documenten(config.documenten, config.openklant, where)
     return config
 
 
@@ -506,7 +558,7 @@ def _check_monitoring(monitoring: MonitoringConfig, where: str) -> None:
             raise ConfigError(f"{where}: monitoring.{item.name} must be 0 (off) or more")
     if monitoring.heartbeat_interval <= 0:
         raise ConfigError(f"{where}: monitoring.heartbeat_interval must be more than 0 seconds")
-    for check in ("poll", "review", "outbox_pending"):
+    for check in ("poll", "review", "outbox_pending", "export_pending"):
         warning = getattr(monitoring, f"{check}_warning_minutes")
         critical = getattr(monitoring, f"{check}_critical_minutes")
         if warning and critical and warning > critical:
@@ -520,3 +572,60 @@ def _check_monitoring(monitoring: MonitoringConfig, where: str) -> None:
             f"{where}: monitoring.heartbeat_critical_seconds ({critical_seconds:g}) must be more than "
             f"heartbeat_interval ({monitoring.heartbeat_interval:g}), or a live service would look dead"
         )
+
+
+def check_export(openklant: OpenKlantConfig, export: ExportConfig, where: str) -> None:
+    """An export switched on must be able to reach its register safely, and its lease outlast a request."""
+    for key in ("interval", "lease_seconds", "batch_size", "retry_max_seconds"):
+        if getattr(export, key) <= 0:
+            raise ConfigError(f"{where}: export.{key} must be more than 0, not {getattr(export, key)}")
+    if openklant.timeout <= 0:
+        raise ConfigError(f"{where}: openklant.timeout must be more than 0, not {openklant.timeout}")
+    prefix = openklant.referentienummer_prefix
+    if not (1 <= len(prefix) <= 4 and prefix.isascii() and prefix.isalpha()):
+        raise ConfigError(
+            f"{where}: openklant.referentienummer_prefix {prefix!r} must be 1 to 4 letters, e.g. \"KM\": with it "
+            "kcc-mail's referentienummers cannot collide with those of KISS or another writer to Open Klant"
+        )
+    if export.lease_seconds <= 4 * openklant.timeout:
+        raise ConfigError(
+            f"{where}: export.lease_seconds ({export.lease_seconds:g}) must be more than 4 × openklant.timeout "
+            f"({openklant.timeout:g}): a job still being exported would otherwise be taken by another exporter"
+        )
+    if not openklant.enabled:
+        return
+    if not openklant.url.startswith("https://") and not _is_loopback(_url_host(openklant.url)):
+        raise ConfigError(
+            f"{where}: openklant.url must be the https:// address of the Klantinteracties API, e.g. "
+            "https://openklant.gemeente.nl/klantinteracties/api/v1 (plain http only on loopback)"
+        )
+    if not (openklant.token_env or openklant.token_file):
+        raise ConfigError(
+            f"{where}: openklant.enabled needs the API token: name its environment variable in openklant.token_env "
+            "or its file in openklant.token_file"
+        )
+
+
+def check_documenten(documenten: DocumentenConfig, openklant: OpenKlantConfig, where: str) -> None:
+    """Open Zaak refuses a document without an RSIN and a published informatieobjecttype: say so at start."""
+    if not documenten.enabled:
+        return
+    if not openklant.enabled:
+        raise ConfigError(f"{where}: documenten.url is set but openklant.enabled is false; the documents go to the "
+                          "Documenten API together with their klantcontact, so switch on [openklant] too")
+    if not documenten.url.startswith("https://") and not _is_loopback(_url_host(documenten.url)):
+        raise ConfigError(f"{where}: documenten.url must be the https:// address of the Documenten API, e.g. "
+                          "https://openzaak.gemeente.nl/documenten/api/v1 (plain http only on loopback)")
+    if not documenten.client_id:
+        raise ConfigError(f"{where}: documenten.client_id is needed: the client id Open Zaak knows kcc-mail by")
+    if not (documenten.secret_env or documenten.secret_file):
+        raise ConfigError(f"{where}: the Documenten API needs the client's secret: name its environment variable "
+                          "in documenten.secret_env or its file in documenten.secret_file")
+    if not (len(documenten.bronorganisatie) == 9 and documenten.bronorganisatie.isdigit()):
+        raise ConfigError(f"{where}: documenten.bronorganisatie must be the municipality's RSIN, 9 digits, e.g. "
+                          "\"002220647\"")
+    if not documenten.informatieobjecttype.startswith(("https://", "http://")):
+        raise ConfigError(f"{where}: documenten.informatieobjecttype must be the URL of a published "
+                          "informatieobjecttype in the Catalogi API")
+    if documenten.timeout <= 0:
+        raise ConfigError(f"{where}: documenten.timeout must be more than 0, not {documenten.timeout}")

@@ -88,6 +88,9 @@ class Figures:
     outbox: dict[str, int]
     sending: Backlog
     quarantine: dict[str, int]
+    export: dict[str, int] = field(default_factory=dict)
+    """Export jobs per status; empty when the export to Open Klant is off."""
+    exporting: Backlog = field(default_factory=Backlog)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +149,15 @@ def evaluate(figures: Figures, config: Config) -> list[Check]:
             "failed", figures.outbox["failed"], monitoring.failed_warning, ("reply", "replies"), "failed",
         ))
     checks.append(quarantine_check(figures.quarantine, monitoring.quarantine_warning))
+    if config.openklant.enabled:
+        checks.append(backlog_check(
+            "export", figures.exporting, figures.now, monitoring.export_pending_warning_minutes,
+            monitoring.export_pending_critical_minutes, ("job", "jobs"), "waiting for export to Open Klant",
+        ))
+        checks.append(count_check(
+            "export failed", figures.export.get("failed", 0), monitoring.export_failed_warning,
+            ("export job", "export jobs"), "failed: `kcc-mail export list --failed`, then `kcc-mail export retry`",
+        ))
     return checks
 
 
@@ -297,6 +309,8 @@ def report_json(report: Report) -> dict[str, Any]:
     data["review"] = _backlog_json(figures.review, figures.now)
     data["outbox"] = {"counts": figures.outbox, **_backlog_json(figures.sending, figures.now)}
     data["quarantine"] = figures.quarantine
+    if figures.export:
+        data["export"] = {"counts": figures.export, **_backlog_json(figures.exporting, figures.now)}
     return data
 
 
@@ -360,6 +374,8 @@ def perfdata(report: Report, monitoring: MonitoringConfig) -> str:
     items.append(f"uncertain={figures.outbox['uncertain']};{limit(monitoring.uncertain_warning)}")
     items.append(f"failed={figures.outbox['failed']};{limit(monitoring.failed_warning)}")
     items.append(f"quarantine={sum(figures.quarantine.values())};{limit(monitoring.quarantine_warning)}")
+    if figures.export:
+        items.append(f"export_failed={figures.export.get('failed', 0)};{limit(monitoring.export_failed_warning)}")
     return " ".join(items)
 
 

@@ -133,6 +133,30 @@ def stop_heartbeat(app: App, owner: str) -> None:
         log_failure(log, "could not remove the heartbeat; status says this process died until the next start", exc)
 
 
+class ExportCompanion:
+    """The exporter to Open Klant beside the service ([openklant] enabled): rounds every export.interval seconds."""
+
+    def __init__(self, app: App) -> None:
+        self._app = app
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="export", daemon=True)
+
+    def describe(self) -> str:
+        return (f"export: klantcontacten to Open Klant at {self._app.config.openklant.url}, "
+                f"every {self._app.config.export.interval:g} s")
+
+    def _run(self) -> None:
+        self._app.exporter().run_forever(self._stop, self._app.config.export.interval)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """The klantcontact in hand is finished (or its lease left to expire) first."""
+        self._stop.set()
+        self._thread.join(timeout=self._app.config.openklant.timeout * 4)
+
+
 def describe(
     app: App, owner: str, *, intake: bool, relay: bool, companions: Sequence[Companion] = ()
 ) -> list[str]:

@@ -85,3 +85,13 @@ class Vertrouwelijkheidaanduiding(StrEnum):
     CONFIDENTIEEL = "confidentieel"
     GEHEIM = "geheim"
     ZEER_GEHEIM = "zeer_geheim"
+
+
+class ExportStatus(StrEnum):
+    """An export job on its way to the registers: due (pending, retry), in an exporter's hands, or settled."""
+
+    PENDING = "pending"
+    SENDING = "sending"
+    RETRY = "retry"
+    DONE = "done"
+    FAILED = "failed"

@@ -36,6 +36,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "audit": ("kcc.cli.audit", "audit_command", "Who decided what and when: the audit trail, filtered."),
     "verify": ("kcc.cli.review", "verify_command", "Check that no klantcontact lacks its mail or follow-up."),
     "reconcile": ("kcc.cli.reconcile", "reconcile_command", "Compare the mails on the IMAP server with the database."),
+    "export": ("kcc.cli.export", "export", "Export to Open Klant: run a round, status, failed jobs, retry."),
     "status": ("kcc.cli.status", "status", "Health for people, cron and Nagios/Icinga (exit 0, 1 or 2)."),
 }
 

@@ -386,7 +386,9 @@ def purge_command(context: Context, days: int, state: str, dry_run: bool, who: s
     reply waiting or uncertain).
     """
     if state == MailState.GEREGISTREERD:
-        result = purge_registered(context.app().uow(), older_than_days=days, who=who, dry_run=dry_run)
+        app = context.app()  # with the export on, a dossier waits until Open Klant has it
+        result = purge_registered(app.uow(), older_than_days=days, who=who, dry_run=dry_run,
+                                  keep_unexported=app.config.openklant.enabled)
     else:
         result = purge(context.app().uow(), state=state, older_than_days=days, who=who, dry_run=dry_run)
     if as_json:

@@ -11,7 +11,7 @@ import click
 
 from kcc.cli.common import ID, LIMIT_OPTION, OFFSET_OPTION, Context, echo_json, page_limit
 from kcc.cli.output import cut, refuse_existing, safe, safe_block, write_export
-from kcc.service import poll_once, run_service
+from kcc.service import Companion, ExportCompanion, poll_once, run_service
 from kcc.usecases.mail_files import attachment_file, raw_mail
 from kcc.usecases.review_queue import UnknownState, list_mails, show_mail
 
@@ -40,7 +40,9 @@ def poll(context: Context, once: bool, mailbox_name: str | None) -> None:
 def run(context: Context) -> None:
     """Run the service: intake for every mailbox, the reply relay and the web screen, until SIGTERM or SIGINT."""
     app = context.app()
-    companions = []
+    companions: list[Companion] = []
+    if app.config.openklant.enabled:
+        companions.append(ExportCompanion(app))
     if app.config.web.enabled:
         from kcc.web.server import WebThread  # the web stack is loaded only by the commands that serve it
 

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from kcc.records.actor import find_or_create, parse_actor
 from kcc.records.interne_taak import TOELICHTING_MAX, create_interne_taak
+from store import export
 from store.klantinteracties import InterneTaak, Klantcontact
 from store.outbox import OutboxMessage
 from store.states import OutboxStatus, TaakStatus
@@ -35,6 +36,7 @@ def delivered(session: Session, contacts: Sequence[tuple[int, datetime]]) -> Non
     """The replies arrived: each (klantcontact id, accepted at) took place then, and succeeded (one statement)."""
     if contacts:
         session.execute(_DELIVERED, [{"contact": contact, "at": at} for contact, at in contacts])
+        export.enqueue(session, [contact for contact, _ in contacts], "antwoord_afgeleverd")
 
 
 def undelivered(session: Session, outbox: OutboxMessage, reason: str) -> None:
@@ -53,6 +55,7 @@ def undelivered(session: Session, outbox: OutboxMessage, reason: str) -> None:
         InterneTaak.aanleidinggevend_klantcontact_id == contact.id,
         InterneTaak.gevraagde_handeling == GEVRAAGDE_HANDELING, InterneTaak.status == TaakStatus.TE_VERWERKEN,
     ).limit(1))
+    export.enqueue(session, contact.id, "antwoord_niet_afgeleverd")
     if open_task is not None:  # a resend that failed again: the KCC's open task says so, no second one
         open_task.toelichting = text
         return

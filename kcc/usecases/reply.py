@@ -41,7 +41,7 @@ from replies.compose import (
 from replies.render import TemplateError
 from replies.render_worker import render_guarded
 from replies.templates import ReplyTemplates, reply_templates
-from store import audit
+from store import audit, export
 from store.blobs import put_blob
 from store.klantinteracties import Actor, Klantcontact
 from store.mail import InboundMail
@@ -147,6 +147,7 @@ def reply(
                                                       referentienummer=referentienummer)
         antwoord, outbox = record_reply(session, config, mail, contact, composed, actoren, now, force=follow_up.force)
         mark_registered(session, mail, contact.id, beoordelaar, now)
+        export.enqueue(session, [contact.id, antwoord.id], "registreren")  # in this order: the answer links to it
         audit.record(
             session, str(medewerker), "mail.geregistreerd", "inbound_mail", mail.id, klantcontact=str(contact.uuid),
             opvolging="antwoord", antwoordKlantcontact=str(antwoord.uuid), outbox=outbox.id,

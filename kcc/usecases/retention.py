@@ -6,7 +6,9 @@ customer that follow it up (linked the same way). Those links make a **dossier**
 through onderwerpobjecten. Deleting part of a dossier would leave a link to nothing, so the unit is the dossier:
 
 - it goes only when its newest klantcontact took place before the cutoff,
-- and nothing in it is still open: no task te_verwerken, no reply waiting, being sent or uncertain.
+- and nothing in it is still open: no task te_verwerken, no reply waiting, being sent or uncertain, and no
+  export job that has not reached the registers yet (while the export is switched on; when it is off, the jobs
+  have nowhere to go and are deleted with their dossier).
 
 Everything of it goes in one transaction (records, outbox message, stored mails and attachments, and the blobs
 nothing else uses), with one audit event naming the referentienummers and mail ids, never a content. A dry
@@ -24,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from kcc.usecases.purge import PURGE_ACTOR, PurgeError, PurgeResult, batches, delete_unreferenced
 from store import audit
+from store.export import UNFINISHED, ExportJob
 from store.klantinteracties import (
     ActorKlantcontact,
     Betrokkene,
@@ -54,15 +57,20 @@ HANDLED_REFERENCES = frozenset({
     ("onderwerpobject", "klantcontact_id"), ("onderwerpobject", "was_klantcontact_id"),
     ("outbox_message", "klantcontact_id"),
     ("mail_claim", "inbound_mail_id"),  # ON DELETE CASCADE: the database removes a claim with its mail
+    ("export_job", "klantcontact_id"),
 })
 """Every foreign key to a row a dossier deletes; a test fails when a table is added that refers to one."""
 
 
 def purge_registered(
     uow: UnitOfWork, *, older_than_days: int, who: str = PURGE_ACTOR, now: datetime | None = None,
-    dry_run: bool = False,
+    dry_run: bool = False, keep_unexported: bool = True,
 ) -> PurgeResult:
-    """Delete every closed dossier whose newest klantcontact is more than `older_than_days` old."""
+    """Delete every closed dossier whose newest klantcontact is more than `older_than_days` old.
+
+    `keep_unexported` (the export is switched on) keeps a dossier whose export jobs are not done yet: the
+    register must get the records before they are gone here.
+    """
     if older_than_days < 0:
         raise PurgeError(f"--older-than must be 0 days or more, not {older_than_days}")
     cutoff = (now or utcnow()) - timedelta(days=older_than_days)
@@ -74,7 +82,7 @@ def purge_registered(
                 InboundMail.klantcontact_id.is_not(None),
             )
         ) if k is not None}
-        due = [d for d in dossiers(session, candidates) if _closed(session, d, cutoff)]
+        due = [d for d in dossiers(session, candidates) if _closed(session, d, cutoff, keep_unexported)]
         contacts = sorted(k for dossier in due for k in dossier)
         _lock(session, contacts)
         _unchain_tasks(session, contacts)
@@ -123,7 +131,7 @@ def dossiers(session: Session, klantcontacten: Iterable[int]) -> list[frozenset[
     return found
 
 
-def _closed(session: Session, dossier: frozenset[int], cutoff: datetime) -> bool:
+def _closed(session: Session, dossier: frozenset[int], cutoff: datetime, keep_unexported: bool) -> bool:
     """Past its retention (its newest contact before the cutoff) and nothing in it waits for anyone."""
     ids = sorted(dossier)
     for batch in batches(ids):
@@ -140,6 +148,9 @@ def _closed(session: Session, dossier: frozenset[int], cutoff: datetime) -> bool
         if session.scalar(select(InboundMail.id).where(
                 InboundMail.klantcontact_id.in_(batch), InboundMail.state != MailState.GEREGISTREERD)
                 .limit(1)) is not None:
+            return False
+        if keep_unexported and session.scalar(select(ExportJob.id).where(
+                ExportJob.klantcontact_id.in_(batch), ExportJob.status.in_(UNFINISHED)).limit(1)) is not None:
             return False
     return True
 
@@ -201,6 +212,7 @@ def _delete(session: Session, contacts: list[int]) -> tuple[list[str], list[int]
         session.execute(delete(DigitaalAdres).where(DigitaalAdres.betrokkene_id.in_(betrokkenen)))
         session.execute(delete(Betrokkene).where(Betrokkene.klantcontact_id.in_(batch)))
         session.execute(delete(ActorKlantcontact).where(ActorKlantcontact.klantcontact_id.in_(batch)))
+        session.execute(delete(ExportJob).where(ExportJob.klantcontact_id.in_(batch)))
     # the klantcontacten last: a task of one dossier may replace a task of another batch of the same dossier
     for batch in batches(contacts):
         session.execute(delete(Klantcontact).where(Klantcontact.id.in_(batch)))

@@ -19,7 +19,7 @@ from kcc.records.actor import ActorRef, find_or_create, service_actor
 from kcc.records.betrokkene import left_out_adres
 from kcc.records.interne_taak import create_interne_taak
 from kcc.records.klantcontact import register_incoming
-from store import audit
+from store import audit, export
 from store.klantinteracties import Actor, Klantcontact
 from store.mail import InboundMail
 from store.states import DismissReason, MailState
@@ -103,6 +103,7 @@ def register(
             result = replace(result, interne_taak_id=taak.id)
             details |= {"opvolging": "taak", "interneTaak": taak.id}
         mark_registered(session, mail, contact.id, beoordelaar, now)
+        export.enqueue(session, contact.id, "registreren")
         audit.record(session, str(medewerker), "mail.geregistreerd", "inbound_mail", mail.id, **details)
         uow.commit()
         return result

@@ -12,10 +12,11 @@ from sqlalchemy.orm import Session
 from kcc.config import Config
 from kcc.monitoring import Backlog, Figures, MailboxFigures, ProcessFigures, Report, dead_after, evaluate
 from kcc.usecases.heartbeat import process_is_gone
+from store.export import ExportJob
 from store.mail import InboundMail, MailboxState, ReconcileResult
 from store.monitoring import ServiceHeartbeat
 from store.outbox import OutboxMessage
-from store.states import MailState, OutboxStatus, QuarantineReason
+from store.states import ExportStatus, MailState, OutboxStatus, QuarantineReason
 from store.types import utcnow
 from store.uow import UnitOfWork
 
@@ -51,7 +52,22 @@ def gather(uow: UnitOfWork, config: Config, *, now: datetime) -> Figures:
             ),
             quarantine=_counts(session, InboundMail.reason, [r.value for r in QuarantineReason],
                                InboundMail.state == MailState.QUARANTAINE),
+            **_export(session, config, now),
         )
+
+
+def _export(session: Session, config: Config, now: datetime) -> dict[str, Any]:
+    """The export backlog, only when the export is on: switched off, its waiting jobs are no one's problem."""
+    if not config.openklant.enabled:
+        return {}
+    monitoring = config.monitoring
+    waiting = ExportJob.status.in_((ExportStatus.PENDING, ExportStatus.RETRY, ExportStatus.SENDING))
+    return {
+        "export": _counts(session, ExportJob.status, [s.value for s in ExportStatus]),
+        "exporting": _backlog(session, ExportJob.created_at, waiting,
+                              _cutoff(now, monitoring.export_pending_warning_minutes),
+                              _cutoff(now, monitoring.export_pending_critical_minutes)),
+    }
 
 
 def _read_only_snapshot(session: Session) -> None:

@@ -15,7 +15,7 @@ from kcc.records.api_json import interne_taak_json
 from kcc.records.interne_taak import TaakError, create_interne_taak
 from kcc.usecases.paging import Page
 from kcc.usecases.references import as_id, as_uuid
-from store import audit
+from store import audit, export
 from store.klantinteracties import Actor, InterneTaak, InterneTaakActor, Klantcontact
 from store.states import TaakStatus
 from store.types import utcnow
@@ -95,6 +95,7 @@ def reroute(
             original.toelichting if toelichting is None else toelichting, actoren, now=now, vervangt=original,
         )
         original.set_status(TaakStatus.VERWERKT, now)
+        export.enqueue(session, contact.id, "taak_gerouteerd")
         audit.record(session, str(medewerker), "taak.gerouteerd", "interne_taak", original.id, nieuweTaak=nieuw.id)
         uow.commit()
         return nieuw.id
@@ -109,6 +110,7 @@ def _change_status(
             raise TaakError(f"task {taak_id} is already {status}; nothing was changed")
         taak.set_status(status, now)
         action = "taak.verwerkt" if status == TaakStatus.VERWERKT else "taak.heropend"
+        export.enqueue(uow.session, taak.aanleidinggevend_klantcontact_id, action.replace(".", "_"))
         audit.record(uow.session, str(medewerker), action, "interne_taak", taak.id)
         uow.commit()
 

@@ -21,6 +21,7 @@ from kcc.usecases.retention import HANDLED_REFERENCES, purge_registered
 from kcc.usecases.review import HandOff, NoFollowUp, register
 from kcc.usecases.verify import verify
 from store.base import Base
+from store.export import ExportJob
 from store.klantinteracties import Informatieobject, InterneTaak, Klantcontact, Onderwerpobject
 from store.mail import Blob, InboundMail
 from store.outbox import OutboxMessage
@@ -81,9 +82,11 @@ def test_only_closed_dossiers_past_their_period_are_deleted_and_whole(app: App) 
         done_blob = raw.raw_sha256
         reply_blob = uow.session.scalar(select(OutboxMessage.blob_sha256).where(OutboxMessage.id == done.outbox_id))
 
-    dry = purge_registered(app.uow(), older_than_days=365, now=NOW, dry_run=True)
+    # the export is off here: its jobs have nowhere to go and leave with their dossier
+    dry = purge_registered(app.uow(), older_than_days=365, now=NOW, dry_run=True, keep_unexported=False)
     assert exists(app, InboundMail, done_mail) and exists(app, Klantcontact, done.klantcontact_id)
-    result = purge_registered(app.uow(), older_than_days=365, now=NOW, who="medewerker:fb@gemeente.nl")
+    result = purge_registered(app.uow(), older_than_days=365, now=NOW, who="medewerker:fb@gemeente.nl",
+                              keep_unexported=False)
     assert (result.klantcontacten, result.mails, result.blobs) == (dry.klantcontacten, dry.mails, dry.blobs)
     assert sorted(result.mail_ids) == sorted([done_mail, closed_mail])
     assert result.klantcontacten == 3  # the mail and its answer; the mail with its finished task
@@ -104,6 +107,25 @@ def test_only_closed_dossiers_past_their_period_are_deleted_and_whole(app: App) 
     assert "container" not in str(details), "the account names numbers, never a content"
     again = purge_registered(app.uow(), older_than_days=365, now=NOW)
     assert (again.klantcontacten, again.mails) == (0, 0)
+
+
+def test_a_dossier_waits_for_its_export_to_reach_the_register(app: App) -> None:
+    mail_id = queue_mail(app, customer_mail("Nog niet in Open Klant"), received_at=OLD)
+    registered = register(app.uow(), app.config, mail_id, NoFollowUp(), ANNA, now=OLD)
+    with app.uow() as uow:
+        (job,) = uow.session.scalars(select(ExportJob).where(ExportJob.klantcontact_id == registered.klantcontact_id))
+        assert (job.status, job.reden) == ("pending", "registreren"), "the decision wrote its export job"
+    kept = purge_registered(app.uow(), older_than_days=365, now=NOW)
+    assert mail_id not in kept.mail_ids and exists(app, Klantcontact, registered.klantcontact_id)
+    with app.uow() as uow:
+        uow.session.execute(update(ExportJob).where(ExportJob.klantcontact_id == registered.klantcontact_id)
+                            .values(status="done"))
+        uow.commit()
+    gone = purge_registered(app.uow(), older_than_days=365, now=NOW)
+    assert mail_id in gone.mail_ids and not exists(app, Klantcontact, registered.klantcontact_id)
+    with app.uow() as uow:
+        assert uow.session.scalar(select(func.count()).select_from(ExportJob).where(
+            ExportJob.klantcontact_id == registered.klantcontact_id)) == 0
 
 
 def test_every_reference_to_a_dossier_row_is_handled() -> None:

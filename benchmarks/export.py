@@ -1,0 +1,170 @@
+"""Export speed, measured against a bare loop of the same HTTP requests with the same client, in the same run.
+
+    python benchmarks/export.py [--mails 1000] [--rounds 3] [--postgres postgresql+psycopg://…/test]
+
+Each mail has two attachments, so one klantcontact is a klantcontact, betrokkene, digitaal adres, two
+actorklantcontacten, three documents and three bijlagen (and the two actors, once).
+(a) kcc-mail: `Exporter.run_once` over the registered mails, into a temporary SQLite database (and PostgreSQL
+    with --postgres), to the Open Klant and Open Zaak test servers of tests/support/registers.py;
+(b) bare: the requests (a) made, recorded by the servers, replayed in order by one httpx client against fresh
+    servers (uuids of created objects substituted), with no database — the ceiling for these servers.
+Both sides carry the test servers' OpenAPI validation, which dominates the time per request. The servers run in
+this process (uvicorn threads), so the figures compare, they do not predict a real Open Klant. The bare loop
+runs before and after kcc-mail in each round; the median ratio over the rounds is reported. Printed, never
+asserted; target ratio ≥ 0.9. The exporter sends the klantcontacten one after another (no concurrency yet).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+import httpx  # noqa: E402
+import psycopg  # noqa: E402
+from sqlalchemy import delete  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+from support.mails import queue_mail, with_attachment  # noqa: E402
+from support.registers import (  # noqa: E402
+    CLIENT_ID,
+    INFORMATIEOBJECTTYPE,
+    RSIN,
+    SECRET,
+    TOKEN,
+    OpenKlantServer,
+    open_klant,
+    open_zaak,
+)
+
+from kcc.bootstrap import App, build_app  # noqa: E402
+from kcc.config import Config, DatabaseConfig, DocumentenConfig, OpenKlantConfig  # noqa: E402
+from kcc.records.actor import medewerker  # noqa: E402
+from kcc.registers.documenten import zgw_token  # noqa: E402
+from kcc.usecases.review import NoFollowUp, register  # noqa: E402
+from store.engine import make_engine  # noqa: E402
+from store.export import ExportedRecord, ExportJob  # noqa: E402
+from store.schema import upgrade  # noqa: E402
+
+ANNA = medewerker("anna@gemeente.nl")
+
+
+def two_attachments(n: int) -> bytes:
+    raw = with_attachment(f"Zie de foto's, melding {n}.", filename=f"container-{n}.jpg").decode()
+    second = (f"--grens\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=\"brief-{n}.pdf\""
+              "\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQKJcTl8uXr\r\n--grens--\r\n")
+    return raw.replace("--grens--\r\n", second).encode()
+
+
+def prepare(url: str, mails: int, root: Path) -> App:
+    engine = make_engine(url)
+    upgrade(engine)
+    config = Config(database=DatabaseConfig(url=url), source="benchmark")
+    app = build_app(config, engine=engine)
+    for n in range(mails):
+        register(app.uow(), app.config, queue_mail(app, two_attachments(n)), NoFollowUp(), ANNA)
+    return app
+
+
+def export_round(app: App) -> tuple[float, list[Any], int]:
+    """kcc-mail's exporter, to fresh servers; returns the time, the requests the servers recorded, and the count."""
+    with app.uow() as uow:  # every job due again, no map: the same work each round
+        uow.session.execute(delete(ExportedRecord))
+        uow.session.execute(ExportJob.__table__.update().values(status="pending", attempts=0))  # type: ignore[attr-defined]
+        uow.commit()
+    with open_klant() as ok, open_zaak() as drc:
+        ok.journal, drc.journal = [], []
+        config = dataclasses.replace(
+            app.config,
+            openklant=OpenKlantConfig(enabled=True, url=ok.url, token_env="KCC_BENCH_TOKEN", timeout=30),
+            documenten=DocumentenConfig(url=drc.url, client_id=CLIENT_ID, secret_env="KCC_BENCH_SECRET",
+                                        bronorganisatie=RSIN, informatieobjecttype=INFORMATIEOBJECTTYPE),
+        )
+        exporter = build_app(config, engine=app.engine).exporter()
+        started = time.perf_counter()
+        summary = exporter.run_once()
+        elapsed = time.perf_counter() - started
+        assert summary.failed == summary.retry == 0, summary
+        return elapsed, _interleave(ok, drc), summary.done
+
+
+def _interleave(ok: OpenKlantServer, drc: OpenKlantServer) -> list[Any]:
+    """Both journals, each in the order its server carried the requests out (all that a replay needs)."""
+    assert ok.journal is not None and drc.journal is not None
+    return [("ok", *e) for e in ok.journal] + [("drc", *e) for e in drc.journal]
+
+
+def bare_round(requests: list[Any]) -> float:
+    """The same requests, one client per API, against fresh servers: uuids of created objects substituted."""
+    with open_klant() as ok, open_zaak() as drc:
+        bases = {"ok": ok, "drc": drc}
+        renamed: dict[str, str] = {}
+        documents = [r for r in requests if r[0] == "drc"]
+        rest = [r for r in requests if r[0] == "ok"]
+        with httpx.Client(timeout=30) as client:
+            started = time.perf_counter()
+            for server, method, path, query, body, created in documents + rest:
+                base = bases[server]
+                auth = f"Token {TOKEN}" if server == "ok" else f"Bearer {zgw_token(CLIENT_ID, SECRET)}"
+                text = body.decode()
+                for old, new in renamed.items():
+                    text, query, path = text.replace(old, new), query.replace(old, new), path.replace(old, new)
+                url = f"{base.url.rpartition(base.base_path)[0]}{path}" + (f"?{query}" if query else "")
+                response = client.request(method, url, content=text.encode() or None,
+                                          headers={"Authorization": auth, "Content-Type": "application/json"})
+                response.raise_for_status()
+                if created:
+                    renamed[created.rpartition("/")[2]] = response.json()["url"].rpartition("/")[2]
+            return time.perf_counter() - started
+
+
+def measure(name: str, url: str, mails: int, rounds: int, root: Path) -> None:
+    print(f"{name}: registering {mails} mails with two attachments each …", flush=True)
+    app = prepare(url, mails, root)
+    ratios = []
+    for number in range(1, rounds + 1):
+        ours, requests, done = export_round(app)
+        before, after = bare_round(requests), bare_round(requests)
+        bare = (before + after) / 2
+        ratios.append(bare / ours)
+        print(f"  round {number}: {len(requests)} requests for {done} klantcontacten; bare {len(requests) / bare:.0f} "
+              f"req/s, kcc-mail {len(requests) / ours:.0f} req/s ({done / ours:.1f} klantcontacten/s), "
+              f"ratio {bare / ours:.2f}", flush=True)
+    print(f"{name}: median ratio {statistics.median(ratios):.2f} (rounds {', '.join(f'{r:.2f}' for r in ratios)})")
+    app.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mails", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--postgres", help="also measure on PostgreSQL (a fresh database is made on this server)")
+    args = parser.parse_args()
+    os.environ["KCC_BENCH_TOKEN"], os.environ["KCC_BENCH_SECRET"] = TOKEN, SECRET
+    with tempfile.TemporaryDirectory() as tmp:
+        measure("SQLite", f"sqlite:///{tmp}/bench.db", args.mails, args.rounds, Path(tmp))
+    if args.postgres:
+        name = f"kcc_bench_{uuid.uuid4().hex[:8]}"
+        admin = make_url(args.postgres).set(drivername="postgresql").render_as_string(hide_password=False)
+        with psycopg.connect(admin, autocommit=True) as connection:
+            connection.execute(f'CREATE DATABASE "{name}"')
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                measure("PostgreSQL", make_url(args.postgres).set(database=name).render_as_string(
+                    hide_password=False), args.mails, args.rounds, Path(tmp))
+        finally:
+            with psycopg.connect(admin, autocommit=True) as connection:
+                connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+if __name__ == "__main__":
+    main()

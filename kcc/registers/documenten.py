@@ -1,0 +1,47 @@
+"""The Documenten API (Open Zaak's DRC): a ZGW JWT per request, otherwise the common JSON API.
+
+ZGW APIs authenticate with a JSON Web Token signed (HS256) with the secret of a client id that Open Zaak's admin
+knows; a fresh token per request keeps its `iat` recent, which Open Zaak checks against a leeway.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import httpx
+from joserfc import jwt
+from joserfc.jwk import OctKey
+
+from kcc.registers.http import JsonApi
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentenSettings:
+    url: str
+    client_id: str
+    secret: Callable[[], str] = field(repr=False)
+    timeout: float = 60.0
+
+
+def zgw_token(client_id: str, secret: str, *, now: float | None = None) -> str:
+    """The ZGW JWT: issuer and client are kcc-mail's client id; the user is the service itself."""
+    claims = {"iss": client_id, "iat": int(now if now is not None else time.time()), "client_id": client_id,
+              "user_id": client_id, "user_representation": client_id}
+    return jwt.encode({"alg": "HS256", "typ": "JWT"}, claims, OctKey.import_key(secret))
+
+
+class DocumentenClient(JsonApi):
+    def __init__(self, settings: DocumentenSettings, *, transport: httpx.BaseTransport | None = None) -> None:
+        super().__init__(
+            settings.url, lambda: f"Bearer {zgw_token(settings.client_id, settings.secret())}",
+            timeout=settings.timeout, transport=transport,
+            secret_hint="are documenten.client_id and the secret in documenten.secret_env/secret_file right?",
+        )
+
+    def __enter__(self) -> DocumentenClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
