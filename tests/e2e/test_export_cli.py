@@ -41,7 +41,7 @@ def server() -> Any:
 @pytest.fixture
 def workdir(tmp_path: Path, database_url: str, server: OpenKlantServer) -> Path:
     extra = (f'[openklant]\nenabled = true\nurl = "{server.url}"\ntoken_env = "KCC_OPENKLANT_TOKEN"\ntimeout = 1.0\n\n'
-             '[export]\ninterval = 0.2\nlease_seconds = 5.0\n\n[web]\nenabled = false\n')
+             '[export]\ninterval = 0.2\nlease_seconds = 5.0\n')
     write_config(tmp_path, database_url, extra=extra)
     for sub in ("new", "cur", "tmp"):
         (tmp_path / "mail" / sub).mkdir(parents=True, exist_ok=True)
