@@ -17,7 +17,7 @@ from typing import Protocol
 
 from ingest.analysis import Analysis, ClassifyOptions, Parser, StoredMail, analyse, analyse_mail, default_parser
 from ingest.sources.base import FetchedMail, MailCommandError, MailRef, MailSource, SourceError
-from ingest.storing import StoredBatch, StoringThread
+from ingest.storing import GroupLimits, StoredBatch, StoringThread
 from ingest.workers import ParsePool
 from store.blobs import sha256_hex
 from store.engine import describe_error
@@ -87,10 +87,10 @@ class IntakeLedger(Protocol):
         """The sha256 of every mail stored for `mailbox` (a UIDVALIDITY re-scan skips these unparsed)."""
         ...
 
-    def store(
-        self, mailbox: str, fetched: FetchedMail, uidvalidity: int | None, analysis: Analysis
-    ) -> StoredMail | None:
-        """Store one mail, parsed or quarantined, and commit; None when it was stored before."""
+    def store_group(
+        self, mailbox: str, mails: Sequence[tuple[FetchedMail, Analysis]], uidvalidity: int | None
+    ) -> list[StoredMail | None]:
+        """Store several mails and commit them together; a mail that fails costs the others nothing."""
         ...
 
 
@@ -112,6 +112,7 @@ class PollSettings:
     poll_interval: float
     batch_size: int
     classify: ClassifyOptions
+    group: GroupLimits = field(default_factory=GroupLimits)
 
 
 class Poller:
@@ -183,7 +184,8 @@ class Poller:
         The database's time per mail then overlaps the fetching and parsing of the next mails.
         """
         storing: StoringThread[Parsing] = StoringThread(
-            lambda parsing: self._store(parsing, uidvalidity, summary), PIPELINE_DEPTH
+            lambda group: self._store_group(group, uidvalidity, summary), PIPELINE_DEPTH,
+            size=lambda parsing: len(parsing.fetched.raw), limits=self._settings.group,
         )
         try:
             for start in range(0, len(refs), self._settings.batch_size):
@@ -241,31 +243,33 @@ class Poller:
                                        settings.classify, digest)
         return Parsing(fetched, digest, received_at, future)
 
-    def _store(self, parsing: Parsing, uidvalidity: int, summary: IntakeSummary) -> MailRef:
-        fetched = parsing.fetched
-        if parsing.duplicate:
-            summary.duplicates += 1
-            return fetched.ref
+    def _store_group(self, group: Sequence[Parsing], uidvalidity: int, summary: IntakeSummary) -> list[MailRef]:
+        """Store the group's mails in one transaction; the refs of all of them, to be marked after the commit."""
+        mails = [(parsing.fetched, self._analysis(parsing)) for parsing in group if not parsing.duplicate]
+        summary.duplicates += len(group) - len(mails)
+        stored = self._ledger.store_group(self.mailbox, mails, uidvalidity) if mails else []
+        for mail in stored:
+            if mail is None:
+                summary.duplicates += 1
+            elif mail.state == MailState.QUARANTAINE:
+                summary.quarantined += 1
+                log.warning("mailbox=%s mail=%s quarantined reason=%s", self.mailbox, mail.id, mail.reason,
+                            extra=self._context | {"mail": mail.id})
+            else:
+                summary.stored += 1
+                log.info("mailbox=%s mail=%s stored", self.mailbox, mail.id, extra=self._context | {"mail": mail.id})
+        return [parsing.fetched.ref for parsing in group]
+
+    def _analysis(self, parsing: Parsing) -> Analysis:
+        """The worker's result when a worker parsed it, else parsed here."""
         settings = self._settings
         if parsing.future is not None and self._pool is not None:
-            analysis = self._pool.result(parsing.future, analyse_mail, fetched.raw, parsing.received_at,
-                                         settings.max_mail_bytes, settings.classify, parsing.digest)
-        else:
-            analysis = analyse(
-                fetched.raw, parsing.received_at, max_mail_bytes=self._settings.max_mail_bytes,
-                options=self._settings.classify, parser=self._parser, digest=parsing.digest,
-            )
-        mail = self._ledger.store(self.mailbox, fetched, uidvalidity, analysis)
-        if mail is None:
-            summary.duplicates += 1
-        elif mail.state == MailState.QUARANTAINE:
-            summary.quarantined += 1
-            log.warning("mailbox=%s mail=%s quarantined reason=%s", self.mailbox, mail.id, mail.reason,
-                        extra=self._context | {"mail": mail.id})
-        else:
-            summary.stored += 1
-            log.info("mailbox=%s mail=%s stored", self.mailbox, mail.id, extra=self._context | {"mail": mail.id})
-        return fetched.ref
+            return self._pool.result(parsing.future, analyse_mail, parsing.fetched.raw, parsing.received_at,
+                                     settings.max_mail_bytes, settings.classify, parsing.digest)
+        return analyse(
+            parsing.fetched.raw, parsing.received_at, max_mail_bytes=settings.max_mail_bytes,
+            options=settings.classify, parser=self._parser, digest=parsing.digest,
+        )
 
     def _record_failure(self, uidvalidity: int | None, error: str) -> None:
         try:

@@ -1,5 +1,7 @@
 """Storing beside fetching: a thread commits the fetched mails while the poller fetches the next ones.
 
+The thread stores mails in groups (group commit): up to `group_mails` mails, `group_bytes` bytes or
+`group_seconds` after the group's first mail, whichever comes first, and always at the end of a fetched batch.
 The order rule for each mail stays as it was: commit, then mark it processed on the server, then move the
 high-water mark. This thread only commits. The poller marks what the thread reports as committed, so a mail is
 never marked before its commit, and a crash at any moment leaves at most mails that are re-fetched and skipped.
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -35,15 +38,34 @@ class _EndOfBatch:
 _CLOSE = object()
 
 
-class StoringThread(Generic[Item]):
-    """Runs `store` on each item in order, on one thread; at most `depth` items wait, bounding the memory.
+@dataclass(frozen=True, slots=True)
+class GroupLimits:
+    """When a group of mails is committed: whichever limit is reached first."""
 
-    After `store` raises, nothing more is stored: the items still queued are dropped (they are not marked, so
-    they are fetched again next time) and the error is raised to the poller at its next `put` or at `close`.
+    mails: int = 50
+    seconds: float = 0.2
+    bytes: int = 16 * 1024 * 1024  # bounds the memory a group holds, whatever the mailbox holds
+
+
+def _one_by_one() -> GroupLimits:
+    return GroupLimits(mails=1)
+
+
+class StoringThread(Generic[Item]):
+    """Runs `store` on groups of items in order, on one thread; at most `depth` items wait besides the group.
+
+    `store` commits a group and returns the refs it handled. After it raises, nothing more is stored: the items
+    of that group and those still queued are dropped (they are not marked, so they are fetched again next time)
+    and the error is raised to the poller at its next `put` or at `close`.
     """
 
-    def __init__(self, store: Callable[[Item], MailRef], depth: int) -> None:
+    def __init__(
+        self, store: Callable[[Sequence[Item]], list[MailRef]], depth: int, *, size: Callable[[Item], int],
+        limits: GroupLimits | None = None,
+    ) -> None:
         self._store = store
+        self._size = size
+        self._limits = limits or _one_by_one()
         self._queue: queue.Queue[Item | _EndOfBatch | object] = queue.Queue(maxsize=depth)
         self._stored: queue.SimpleQueue[StoredBatch] = queue.SimpleQueue()
         self._error: BaseException | None = None
@@ -82,18 +104,46 @@ class StoringThread(Generic[Item]):
 
     def _run(self) -> None:
         handled: list[MailRef] = []
-        while (item := self._queue.get()) is not _CLOSE:
+        group: list[Item] = []
+        group_bytes, deadline = 0, 0.0
+        while True:
+            try:
+                timeout = max(0.0, deadline - time.monotonic()) if group else None
+                item = self._queue.get(timeout=timeout)
+            except queue.Empty:  # the group waited long enough for more mails
+                handled = self._commit(group, handled)
+                group, group_bytes = [], 0
+                continue
+            if item is _CLOSE:
+                break
             if self._error is not None:
                 continue  # stopped at an error: drop the rest unstored (and unmarked)
             if isinstance(item, _EndOfBatch):
-                self._stored.put(StoredBatch(item.batch, handled, complete=True))
-                handled = []
+                handled = self._commit(group, handled)
+                group, group_bytes = [], 0
+                if self._error is None:
+                    self._stored.put(StoredBatch(item.batch, handled, complete=True))
+                    handled = []
                 continue
-            try:
-                handled.append(self._store(item))  # type: ignore[arg-type]
-            except BaseException as exc:  # the poller re-raises it; the mails before it are committed
-                self._error = exc
-                self._stored.put(StoredBatch((), handled, complete=False))
-                handled = []
+            if not group:
+                deadline = time.monotonic() + self._limits.seconds
+            group.append(item)  # type: ignore[arg-type]
+            group_bytes += self._size(item)  # type: ignore[arg-type]
+            if len(group) >= self._limits.mails or group_bytes >= self._limits.bytes:
+                handled = self._commit(group, handled)
+                group, group_bytes = [], 0
+        if self._error is None:
+            handled = self._commit(group, handled)
         if handled:
             self._stored.put(StoredBatch((), handled, complete=False))
+
+    def _commit(self, group: list[Item], handled: list[MailRef]) -> list[MailRef]:
+        """Store `group`; the refs handled so far in this batch. On an error, report those as an incomplete batch."""
+        if not group or self._error is not None:
+            return handled
+        try:
+            return handled + self._store(group)
+        except BaseException as exc:  # the poller re-raises it; the groups before it are committed
+            self._error = exc
+            self._stored.put(StoredBatch((), handled, complete=False))
+            return []

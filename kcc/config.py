@@ -76,6 +76,8 @@ class MailboxConfig:
     path: str = "var/mail/info"
     poll_interval: float = 60.0
     batch_size: int = 50
+    commit_group_mails: int = 50
+    commit_group_ms: float = 200.0
     timeout: float = 60.0
     # kind = "lmtp": the MTA delivers to us (RFC 2033); kcc.lmtp_config checks these keys
     listen: str = "127.0.0.1:2424"
@@ -514,7 +516,7 @@ def _check_database(database: DatabaseConfig, where: str) -> None:
 
 _POSITIVE = {
     "storage": ("max_mail_bytes",),
-    "mailbox": ("port", "poll_interval", "batch_size", "timeout"),
+    "mailbox": ("port", "poll_interval", "batch_size", "commit_group_mails", "commit_group_ms", "timeout"),
     "smtp": ("port", "timeout", "data_timeout"),
     "replies": ("deliver_until_hours", "lease_seconds", "relay_interval"),
 }

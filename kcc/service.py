@@ -14,6 +14,7 @@ from typing import Protocol
 
 from ingest.poller import IntakeSummary, Poller, PollSettings
 from ingest.sources.base import SourceError
+from ingest.storing import GroupLimits
 from kcc.bootstrap import App, classify_options, relay_settings
 from kcc.config import MailboxConfig
 from kcc.lmtp import lmtp_listeners
@@ -40,6 +41,7 @@ def make_poller(app: App, mailbox: MailboxConfig, owner: str, stop: threading.Ev
     settings = PollSettings(
         mailbox=mailbox.name, max_mail_bytes=app.config.storage.max_mail_bytes,
         poll_interval=mailbox.poll_interval, batch_size=mailbox.batch_size, classify=classify_options(app.config),
+        group=GroupLimits(mails=mailbox.commit_group_mails, seconds=mailbox.commit_group_ms / 1000),
     )
     return Poller(app.intake(), app.source(mailbox), settings, owner, stop=stop)
 

@@ -1,18 +1,23 @@
-"""What every `kcc-mail` command shares: the lazily built application, the one error table, common options."""
+"""What every `kcc-mail` command shares: the lazily built application, the one error table, common options.
+
+The application (and with it SQLAlchemy, the mail parser and the adapters) is imported when a command first asks
+for it, not when the command line is read: `kcc-mail --help` then starts in a fraction of the time.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from kcc.bootstrap import App, build_app
-from kcc.cli.output import safe
-from kcc.config import Config, load_config
 from kcc.errors import ConfigurationError, KccError, NotAllowed, NotFound, PeerUnreachable, Refused
+
+if TYPE_CHECKING:
+    from kcc.bootstrap import App
+    from kcc.config import Config
 
 EXIT_CODES: tuple[tuple[type[KccError], int], ...] = (
     (ConfigurationError, 2),  # a restart cannot fix it: systemd's RestartPreventExitStatus=2
@@ -39,11 +44,15 @@ class Context:
     @property
     def config(self) -> Config:
         if self._config is None:
+            from kcc.config import load_config
+
             self._config = load_config(self.config_path)
         return self._config
 
     def app(self, *, schema_must_be_current: bool = True) -> App:
         if self._app is None:
+            from kcc.bootstrap import build_app
+
             self._app = build_app(self.config)
             if schema_must_be_current:
                 self._app.require_current_schema()
@@ -63,6 +72,8 @@ class KccGroup(click.Group):
         try:
             return super().invoke(ctx)
         except KccError as exc:
+            from kcc.cli.output import safe
+
             click.echo(f"kcc-mail: {safe(str(exc))}", err=True)
             sys.exit(exit_code(exc))
         except DBAPIError as exc:

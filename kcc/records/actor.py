@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from kcc.errors import Refused
@@ -73,14 +73,32 @@ def medewerker(text: str) -> ActorRef:
 
 def find_or_create(session: Session, ref: ActorRef) -> Actor:
     """The actor with this identificator, created on first use (safe against a concurrent first use)."""
-    code_objecttype = "afd" if ref.soort_actor == SoortActor.ORGANISATORISCHE_EENHEID else "mdw"
-    return _ensure(session, ref.soort_actor, code_objecttype, ref.code_soort_object_id, ref.identificator,
-                   ref.naam or ref.identificator)
+    return _ensure(session, *_identity(ref))
 
 
 def service_actor(session: Session) -> Actor:
     """kcc-mail itself, a geautomatiseerde_actor on every klantcontact it registers."""
     return _ensure(session, *SERVICE)
+
+
+def with_service_actor(session: Session, ref: ActorRef) -> tuple[Actor, Actor]:
+    """`find_or_create(ref)` and `service_actor()` with one SELECT: every decision needs both."""
+    wanted = [_identity(ref), SERVICE]
+    found = {
+        (actor.actoridentificator_code_soort_object_id, actor.actoridentificator_object_id): actor
+        for actor in session.scalars(select(Actor).where(
+            Actor.actoridentificator_code_register == REGISTER,
+            or_(*(and_(Actor.actoridentificator_code_soort_object_id == key[2],
+                       Actor.actoridentificator_object_id == key[3]) for key in wanted)),
+        ))
+    }
+    medewerker, service = (found.get((key[2], key[3])) or _ensure(session, *key) for key in wanted)
+    return medewerker, service
+
+
+def _identity(ref: ActorRef) -> tuple[SoortActor, str, str, str, str]:
+    code_objecttype = "afd" if ref.soort_actor == SoortActor.ORGANISATORISCHE_EENHEID else "mdw"
+    return ref.soort_actor, code_objecttype, ref.code_soort_object_id, ref.identificator, ref.naam or ref.identificator
 
 
 def _ensure(

@@ -19,13 +19,19 @@ from store.outbox import OutboxMessage
 
 def next_referentienummer(session: Session) -> str:
     """The next referentienummer (10 digits), counted inside this transaction so it is never handed out twice."""
+    return next_referentienummers(session, 1)[0]
+
+
+def next_referentienummers(session: Session, count: int) -> list[str]:
+    """The next `count` referentienummers in order, with one statement (a reply reserves both of its numbers at once,
+    so the decision's own transaction does not hold the counter's row lock)."""
     waarde = session.execute(
         update(Referentieteller)
         .where(Referentieteller.naam == "klantcontact")
-        .values(waarde=Referentieteller.waarde + 1)
+        .values(waarde=Referentieteller.waarde + count)
         .returning(Referentieteller.waarde)
     ).scalar_one()
-    return f"{waarde:010d}"
+    return [f"{n:010d}" for n in range(waarde - count + 1, waarde + 1)]
 
 
 def create_klantcontact(

@@ -2,12 +2,13 @@
 
 The poller (ingest.poller) decides the order of fetch, store and mark; it calls these through its IntakeLedger
 port. Each call is one transaction. Parsing happens before it opens, so a slow mail never holds a database lock.
+A group of mails may share one transaction (group commit): the poller marks them on the server only after it.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 
 from sqlalchemy import or_, select
@@ -55,6 +56,47 @@ class Intake:
         self, mailbox: str, fetched: FetchedMail, uidvalidity: int | None, analysis: Analysis
     ) -> StoredMail | None:
         return store_mail(self._uow(), mailbox, fetched, uidvalidity, analysis)
+
+    def store_group(
+        self, mailbox: str, mails: Sequence[tuple[FetchedMail, Analysis]], uidvalidity: int | None
+    ) -> list[StoredMail | None]:
+        return store_group(self._uow, mailbox, mails, uidvalidity)
+
+
+def store_group(
+    uow_factory: Callable[[], UnitOfWork], mailbox: str, mails: Sequence[tuple[FetchedMail, Analysis]],
+    uidvalidity: int | None,
+) -> list[StoredMail | None]:
+    """Store several mails in one transaction (one commit for all); per mail what `store_mail` returns.
+
+    When any mail of the group fails, the whole transaction is rolled back and the mails are stored one by one,
+    each in its own transaction, so the mail that failed ends in quarantine and the others are stored as parsed.
+    A database that cannot be reached is raised, as by `store_mail`.
+    """
+    if len(mails) > 1:
+        try:
+            return _insert_group(uow_factory(), mailbox, mails, uidvalidity)
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise
+            log.warning("mailbox=%s a group of %d mails could not be stored together (%s); storing them one by one",
+                        mailbox, len(mails), describe_error(exc), extra={"mailbox": mailbox})
+    return [store_mail(uow_factory(), mailbox, fetched, uidvalidity, analysis) for fetched, analysis in mails]
+
+
+def _insert_group(
+    uow: UnitOfWork, mailbox: str, mails: Sequence[tuple[FetchedMail, Analysis]], uidvalidity: int | None
+) -> list[StoredMail | None]:
+    """One attempt at the whole group, as parsed; any failure is raised and nothing of the group is kept."""
+    rows = [(mail_row(mailbox, fetched, uidvalidity, analysis, headers=True), analysis) for fetched, analysis in mails]
+    stored: list[StoredMail | None] = []
+    with uow:
+        for row, analysis in rows:
+            mail_id = insert_inbound_mail(uow.session, row.blobs, row.values, row.attachments, in_group=True)
+            reason = analysis.reason if analysis.parsed is None else None
+            stored.append(None if mail_id is None else StoredMail(mail_id, row.state, reason))
+        uow.commit()
+    return stored
 
 
 def store_mail(

@@ -20,7 +20,7 @@ from kcc.errors import Refused
 from kcc.records.actor import ActorRef
 from kcc.records.betrokkene import add_klant, left_out_adres
 from kcc.records.bijlage import Document, add_bijlage
-from kcc.records.klantcontact import create_klantcontact, link_actoren, link_onderwerp, next_referentienummer
+from kcc.records.klantcontact import create_klantcontact, link_actoren, link_onderwerp, next_referentienummers
 from kcc.usecases.review import (
     DecisionError,
     MailNotFound,
@@ -130,11 +130,11 @@ def reply(
 ) -> Registered:
     """Answer the mail: both klantcontacten and the outbox message with the exact bytes, in one transaction."""
     now = now or utcnow()
-    with uow:  # a short first transaction: the mail as it is now, and a number for its klantcontact
-        mail = lock_mail_for_decision(uow.session, mail_id)
+    with uow:  # a short first transaction: the mail as it is now, and the numbers of both klantcontacten
+        mail = lock_mail_for_decision(uow.session, mail_id, attachments=False)  # composing needs no attachments
         if refusal := refusal_to_answer(mail, follow_up):
             raise DecisionError(refusal)
-        referentienummer = next_referentienummer(uow.session)
+        referentienummer, antwoord_nummer = next_referentienummers(uow.session, 2)
         uow.commit()
     composed = compose(config, reply_templates(config.replies.templates_path()), mail, follow_up, referentienummer,
                        now)
@@ -145,7 +145,8 @@ def reply(
             raise DecisionError(refusal)
         contact, beoordelaar, actoren = register_mail(session, config, mail, medewerker,
                                                       referentienummer=referentienummer)
-        antwoord, outbox = record_reply(session, config, mail, contact, composed, actoren, now, force=follow_up.force)
+        antwoord, outbox = record_reply(session, config, mail, contact, composed, actoren, now, force=follow_up.force,
+                                        referentienummer=antwoord_nummer)
         mark_registered(session, mail, contact.id, beoordelaar, now)
         export.enqueue(session, [contact.id, antwoord.id], "registreren")  # in this order: the answer links to it
         audit.record(
@@ -160,12 +161,12 @@ def reply(
 
 def record_reply(
     session: Session, config: Config, mail: InboundMail, inkomend: Klantcontact, composed: ComposedReply,
-    actoren: list[Actor], now: datetime, *, force: bool,
+    actoren: list[Actor], now: datetime, *, force: bool, referentienummer: str | None = None,
 ) -> tuple[Klantcontact, OutboxMessage]:
     """Our answer as klantcontact about the customer's, with the sent .eml as bijlage and the outbox row."""
     uitgaand = create_klantcontact(
         session, config.organisatie, onderwerp=composed.subject, inhoud=composed.text, plaatsgevonden_op=now,
-        indicatie_contact_gelukt=None,
+        indicatie_contact_gelukt=None, referentienummer=referentienummer,
     )
     add_klant(session, uitgaand, mail, initiator=False)
     link_actoren(session, uitgaand, actoren)

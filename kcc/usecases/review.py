@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from kcc.config import Config
 from kcc.errors import NotFound, Refused
-from kcc.records.actor import ActorRef, find_or_create, service_actor
+from kcc.records.actor import ActorRef, find_or_create, with_service_actor
 from kcc.records.betrokkene import left_out_adres
 from kcc.records.interne_taak import create_interne_taak
 from kcc.records.klantcontact import register_incoming
@@ -61,13 +61,16 @@ class Registered:
 
 
 def lock_mail_for_decision(
-    session: Session, mail_id: int, allowed: tuple[str, ...] = (MailState.TE_BEOORDELEN,)
+    session: Session, mail_id: int, allowed: tuple[str, ...] = (MailState.TE_BEOORDELEN,), *, attachments: bool = True,
 ) -> InboundMail:
-    """Lock the mail row so two employees deciding at once queue up; the second then sees it decided."""
-    mail = session.scalar(
-        select(InboundMail).where(InboundMail.id == mail_id).options(selectinload(InboundMail.attachments))
-        .with_for_update()
-    )
+    """Lock the mail row so two employees deciding at once queue up; the second then sees it decided.
+
+    `attachments=False` when the caller only looks at the mail (one statement less): they are not loaded then.
+    """
+    query = select(InboundMail).where(InboundMail.id == mail_id).with_for_update()
+    if attachments:
+        query = query.options(selectinload(InboundMail.attachments))
+    mail = session.scalar(query)
     if mail is None:
         raise MailNotFound(f"no stored mail with id {mail_id}; `kcc-mail queue list` shows the waiting mails")
     if mail.state not in allowed:
@@ -113,8 +116,8 @@ def register_mail(
     session: Session, config: Config, mail: InboundMail, medewerker: ActorRef, *, referentienummer: str | None = None,
 ) -> tuple[Klantcontact, Actor, list[Actor]]:
     """The incoming klantcontact of a locked mail, with the reviewing medewerker and this service as actors."""
-    beoordelaar = find_or_create(session, medewerker)
-    actoren = [beoordelaar, service_actor(session)]
+    beoordelaar, service = with_service_actor(session, medewerker)
+    actoren = [beoordelaar, service]
     contact = register_incoming(session, mail, config.organisatie, actoren, referentienummer=referentienummer)
     return contact, beoordelaar, actoren
 

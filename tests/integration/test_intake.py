@@ -323,3 +323,54 @@ def test_a_refused_login_is_recorded_for_status(
         assert state is not None and state.last_success_at is None
         assert "login" in state.last_error.lower() or "auth" in state.last_error.lower()
         assert "dit-is-niet-het-wachtwoord" not in state.last_error
+
+
+def test_mails_are_committed_in_groups_and_each_group_is_marked_only_after_its_commit(
+    intake: App, imap_user: ImapUser
+) -> None:
+    for i in range(12):
+        imap_user.append(mail(f"Groep {i}"))
+    mailbox = replace(intake.config.mailboxes[0], commit_group_mails=5, commit_group_ms=60_000.0)
+    poller = make_poller(intake, mailbox, process_owner())
+    ledger, source = poller._ledger, poller._source
+    groups: list[int] = []
+    marked: list[int] = []
+    original_store_group, original_mark = ledger.store_group, source.mark_processed
+
+    def store_group(mailbox_name, mails, uidvalidity):  # type: ignore[no-untyped-def]
+        groups.append(len(mails))
+        return original_store_group(mailbox_name, mails, uidvalidity)
+
+    def mark_processed(refs):  # type: ignore[no-untyped-def]
+        committed = {r.uid for r in stored(intake)}  # a session of its own: sees committed rows only
+        assert {ref.uid for ref in refs} <= committed, "a mail was marked before the commit that stored it"
+        marked.extend(ref.uid for ref in refs)
+        original_mark(refs)
+
+    ledger.store_group = store_group  # type: ignore[method-assign]
+    source.mark_processed = mark_processed  # type: ignore[method-assign]
+    try:
+        assert poller.run_once().line() == "fetched=12 stored=12 quarantined=0 duplicates=0"
+    finally:
+        poller.close()
+    assert groups == [5, 5, 2], "up to commit_group_mails per transaction, the rest at the end of the FETCH"
+    assert sorted(marked) == sorted(r.uid for r in stored(intake))
+    assert all(KEYWORD in flags for _, flags in server_mails(imap_user).values())
+
+
+def test_a_mail_stored_before_does_not_cost_its_group_anything(intake: App, imap_user: ImapUser) -> None:
+    """A mail stored before (a crash between commit and mark) is a duplicate inside its group; the others are stored."""
+    imap_user.append(mail("Al bekend"))
+    assert poll(intake) == "fetched=1 stored=1 quarantined=0 duplicates=0"
+    client = imap_user.client()
+    client.select_folder("INBOX")
+    client.remove_flags(client.search(["ALL"]), [KEYWORD])  # as after a crash between commit and mark
+    client.logout()
+    with intake.uow() as uow:
+        uow.session.get(MailboxState, imap_user.name).high_water_uid = 0  # type: ignore[union-attr]
+        uow.commit()
+    for subject in ("Nieuw 1", "Nieuw 2"):
+        imap_user.append(mail(subject))
+    assert poll(intake) == "fetched=3 stored=2 quarantined=0 duplicates=1"
+    assert sorted(r.subject for r in stored(intake)) == ["Al bekend", "Nieuw 1", "Nieuw 2"]
+    assert all(KEYWORD in flags for _, flags in server_mails(imap_user).values())

@@ -162,6 +162,16 @@ def test_values_that_cannot_work_are_refused_at_start(tmp_path: Path, text: str,
         load_config(write(tmp_path, text), environ={})
 
 
+def test_group_commit_defaults_and_limits(tmp_path: Path) -> None:
+    mailbox = load_config(write(tmp_path, '[[mailbox]]\nname = "info"\n'), environ={}).mailboxes[0]
+    assert (mailbox.commit_group_mails, mailbox.commit_group_ms) == (50, 200.0)
+    example = load_config(EXAMPLE, environ={}).mailboxes[0]
+    assert (example.commit_group_mails, example.commit_group_ms) == (50, 200.0)
+    for key in ("commit_group_mails", "commit_group_ms"):
+        with pytest.raises(ConfigError, match=f"mailbox info.{key} must be more than 0"):
+            load_config(write(tmp_path, f'[[mailbox]]\nname = "info"\n{key} = 0\n'), environ={})
+
+
 def test_a_configuration_file_that_is_not_utf8_or_is_a_folder_is_one_clear_error(tmp_path: Path) -> None:
     latin = tmp_path / "kcc-mail.toml"
     latin.write_bytes('[organisatie]\nnaam = "Gemeente Súdwest-Fryslân"\n'.encode("latin-1"))
