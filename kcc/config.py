@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import ipaddress
 import os
 import tomllib
 import typing
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from kcc.errors import ConfigError as ConfigError  # this module's error, defined with the others
-from kcc.lmtp_config import check_lmtp
+from kcc.lmtp_config import check_lmtp, is_loopback
 
 DEFAULT_CONFIG_FILE = Path("kcc-mail.toml")
 
@@ -364,7 +363,7 @@ def check_web(web: WebConfig, where: str) -> None:
     host, colon, port = web.listen.rpartition(":")
     if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError(f"{where}: web.listen {web.listen!r} must be HOST:PORT, e.g. 127.0.0.1:8000")
-    if web.auth == "dev" and web.enabled and not _is_loopback(web.host):
+    if web.auth == "dev" and web.enabled and not is_loopback(web.host):
         raise ConfigError(
             f"{where}: web.auth = \"dev\" lets anyone pick a name and roles, so it is only allowed on a loopback "
             f"address, not on {web.host}; set web.auth = \"oidc\" with [web.oidc], or listen on 127.0.0.1"
@@ -374,7 +373,7 @@ def check_web(web: WebConfig, where: str) -> None:
         missing = [key for key in ("issuer", "client_id") if not getattr(oidc, key)]
         if missing:
             raise ConfigError(f"{where}: web.auth = \"oidc\" needs web.oidc.{missing[0]} (see config.example.toml)")
-        if not oidc.issuer.startswith("https://") and not _is_loopback(_url_host(oidc.issuer)):
+        if not oidc.issuer.startswith("https://") and not is_loopback(_url_host(oidc.issuer)):
             raise ConfigError(f"{where}: web.oidc.issuer must be an https:// address (plain http only on loopback)")
         if not (web.session_secret_env or web.session_secret_file):
             raise ConfigError(
@@ -466,22 +465,13 @@ def _coerce(value: object, hint: Any, key: str, where: str) -> object:
     return value
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _check_security(config: Config) -> None:
     """Plain-text IMAP or SMTP leaks the mailbox password; allow it only to a server on this machine."""
     for mailbox in config.mailboxes:
         if mailbox.kind == "imap":
             if not mailbox.host:
                 raise ConfigError(f"{config.source}: mailbox {mailbox.name!r} is kind imap but has no host")
-            if mailbox.security == "none" and not _is_loopback(mailbox.host):
+            if mailbox.security == "none" and not is_loopback(mailbox.host):
                 raise ConfigError(
                     f"{config.source}: mailbox {mailbox.name!r} uses security = \"none\" to {mailbox.host}; "
                     "plain text is only allowed to a loopback host; use tls or starttls"
@@ -490,7 +480,7 @@ def _check_security(config: Config) -> None:
     if smtp.kind == "smtp":
         if not smtp.host:
             raise ConfigError(f"{config.source}: [smtp] kind smtp needs a host")
-        if smtp.security == "none" and not _is_loopback(smtp.host):
+        if smtp.security == "none" and not is_loopback(smtp.host):
             raise ConfigError(
                 f"{config.source}: [smtp] uses security = \"none\" to {smtp.host}; "
                 "plain text is only allowed to a loopback host; use tls or starttls"
@@ -596,7 +586,7 @@ def check_export(openklant: OpenKlantConfig, export: ExportConfig, where: str) -
         )
     if not openklant.enabled:
         return
-    if not openklant.url.startswith("https://") and not _is_loopback(_url_host(openklant.url)):
+    if not openklant.url.startswith("https://") and not is_loopback(_url_host(openklant.url)):
         raise ConfigError(
             f"{where}: openklant.url must be the https:// address of the Klantinteracties API, e.g. "
             "https://openklant.gemeente.nl/klantinteracties/api/v1 (plain http only on loopback)"
@@ -615,7 +605,7 @@ def check_documenten(documenten: DocumentenConfig, openklant: OpenKlantConfig, w
     if not openklant.enabled:
         raise ConfigError(f"{where}: documenten.url is set but openklant.enabled is false; the documents go to the "
                           "Documenten API together with their klantcontact, so switch on [openklant] too")
-    if not documenten.url.startswith("https://") and not _is_loopback(_url_host(documenten.url)):
+    if not documenten.url.startswith("https://") and not is_loopback(_url_host(documenten.url)):
         raise ConfigError(f"{where}: documenten.url must be the https:// address of the Documenten API, e.g. "
                           "https://openzaak.gemeente.nl/documenten/api/v1 (plain http only on loopback)")
     if not documenten.client_id:
