@@ -48,6 +48,8 @@ TOPICS = [
     ("Kapotte lantaarnpaal", "De lantaarnpaal voor huisnummer 12 brandt al een week niet meer."),
     ("Bezwaar WOZ", "Ik ben het niet eens met de WOZ-waarde van mijn woning en wil bezwaar maken."),
 ]
+BOXES = ["info"]
+"""The configured mailboxes, as the screen passes them."""
 ANNA = Gebruiker("anna@gemeente.nl", "Anna", frozenset({Rol.KCC}), ())
 
 
@@ -123,9 +125,9 @@ def measure(url: str, waiting: int, klantcontacten: int, rounds: int) -> None:
         assert ok.status_code == 200, ok.status_code
         page_ids = iter(mail_ids)
         line("werkvoorraad page", timed(lambda: anna.get("/werkvoorraad"), rounds),
-             timed(lambda: werkvoorraad(app.uow(), where, gebruiker=ANNA), rounds), 50)
+             timed(lambda: werkvoorraad(app.uow(), where, gebruiker=ANNA, mailboxes=BOXES), rounds), 50)
         line("search", timed(lambda: anna.get("/werkvoorraad?zoek=lantaarnpaal"), rounds),
-             timed(lambda: werkvoorraad(app.uow(), search, gebruiker=ANNA), rounds), 50)
+             timed(lambda: werkvoorraad(app.uow(), search, gebruiker=ANNA, mailboxes=BOXES), rounds), 50)
 
         def mail_direct() -> None:
             mail_id = next(page_ids)
