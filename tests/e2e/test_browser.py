@@ -27,7 +27,9 @@ from kcc_cli import end_session, start_kcc_mail, write_config
 from playwright.sync_api import sync_playwright
 from support.dovecot import ImapUser, PrivateDovecot
 from support.smtpserver import SmtpTestServer
-from support.web import free_port
+from support.web import free_port, serving
+
+from kcc.bootstrap import App
 
 CHROMIUM = Path(os.environ.get("KCC_TEST_CHROMIUM", "/usr/bin/chromium"))
 ARTIFACTS = Path(os.environ.get("KCC_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
@@ -82,6 +84,7 @@ def service(
         web=f'listen = "127.0.0.1:{port}"\nauth = "oidc"\nsession_secret_env = "KCC_WEB_SESSION_SECRET"\n'
             "refresh_seconds = 1\n",
         extra=(
+            "[storage]\nmax_mail_bytes = 200000\n\n"  # a larger mail goes to quarantine (too_large)
             "[replies]\nrelay_interval = 0.5\n\n"
             f'[web.oidc]\nissuer = "{identity_provider}"\nclient_id = "kcc-mail"\n'
             'client_secret_env = "KCC_OIDC_CLIENT_SECRET"\n'
@@ -298,8 +301,21 @@ def test_a_beheerder_resends_a_reply_whose_fate_was_uncertain(
     row.get_by_role("button", name=re.compile("opnieuw verzenden", re.I)).click()
     replies = wait_for(lambda: received_for(service.smtp, message_id), "the resent reply reaching the server")
     assert len(replies) == 1
-    carla.goto("/beheer/quarantaine")
+    big = customer_mail(f"Foto's {service.imap.name}", "x" * 250_000, message_id=f"groot-{service.imap.name}@x.nl")
+    service.imap.append(big)
+
+    def quarantined() -> bool:
+        carla.goto("/beheer/quarantaine")
+        return carla.get_by_role("link", name=f"Foto's {service.imap.name}").count() == 1
+
+    wait_for(quarantined, "the mail over storage.max_mail_bytes in quarantine")
     accessible(carla)
+    carla.get_by_role("link", name=f"Foto's {service.imap.name}").click()
+    accessible(carla)
+    shoot(carla, "quarantaine-mail")
+    with carla.expect_download() as download:
+        carla.get_by_role("link", name="Originele mail downloaden (.eml)").click()
+    assert Path(download.value.path()).read_bytes() == big, "the download is not the mail as it came in"
 
 
 def test_someone_without_a_role_is_refused_every_screen(service: Service, sign_in: Callable[[str], Any]) -> None:
@@ -375,3 +391,22 @@ def test_a_mail_can_be_decided_with_the_keyboard_alone(service: Service, sign_in
     with anna.expect_navigation():
         anna.keyboard.press("Enter")
     anna.get_by_role("status").filter(has_text="Geregistreerd").wait_for()
+
+
+def test_the_development_sign_in_says_what_it_is_and_passes_axe(app: App, browser: Any) -> None:
+    with serving(app) as site:
+        context = browser.new_context(base_url=site.url)
+        page = context.new_page()
+        page.goto("/")
+        assert page.url.endswith("/aanmelden?terug=/") or "/aanmelden" in page.url
+        assert page.get_by_role("note").filter(has_text="Ontwikkel-aanmelding staat aan").is_visible()
+        accessible(page)
+        shoot(page, "aanmelden-ontwikkeling")
+        page.get_by_label("Naam").fill("Eva Jansen")
+        page.get_by_label("E-mailadres").fill("eva@gemeente.nl")
+        page.get_by_label("KCC-medewerker").check()
+        page.get_by_role("button", name="Aanmelden").click()
+        page.get_by_role("heading", level=1, name="Werkvoorraad e-mail").wait_for()
+        assert page.get_by_text("Eva Jansen").first.is_visible()
+        assert page.get_by_role("note").filter(has_text="Ontwikkel-aanmelding staat aan").is_visible()
+        context.close()
