@@ -16,7 +16,7 @@ import psycopg
 import pytest
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
-from support.require import CORPUS, unavailable
+from support.require import CORPUS, SPECS, unavailable
 
 from kcc.bootstrap import App, build_app
 from kcc.config import Config, DatabaseConfig, MailboxConfig, SmtpConfig
@@ -26,6 +26,7 @@ from store.schema import upgrade
 pytest_plugins = ["support.fixtures"]
 
 CORPUS_LEFT_OUT = pytest.StashKey[int]()
+SPECS_LEFT_OUT = pytest.StashKey[int]()
 
 REQUIRE_ALL = os.environ.get("KCC_REQUIRE_ALL") == "1"
 POSTGRES_URL = os.environ.get("KCC_TEST_POSTGRES_URL", "")
@@ -130,22 +131,30 @@ def corpus() -> Path:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Without the corpus (a fresh clone), its tests are left out, and counted for the one line at the end."""
-    if CORPUS.is_dir():
-        return
-    needs = [item for item in items
-             if item.get_closest_marker("corpus") or "corpus" in getattr(item, "fixturenames", ())]
+    """Without the corpus or the specs (a fresh clone), their tests are left out, and counted for one line each at
+    the end."""
+    needs: list[pytest.Item] = []
+    if not CORPUS.is_dir():
+        corpus_tests = [item for item in items
+                        if item.get_closest_marker("corpus") or "corpus" in getattr(item, "fixturenames", ())]
+        config.stash[CORPUS_LEFT_OUT] = len(corpus_tests)
+        needs += corpus_tests
+    if not SPECS.is_dir():
+        specs_tests = [item for item in items if item.get_closest_marker("specs") and item not in needs]
+        config.stash[SPECS_LEFT_OUT] = len(specs_tests)
+        needs += specs_tests
     if needs:
         config.hook.pytest_deselected(items=needs)
         left_out = set(map(id, needs))
         items[:] = [item for item in items if id(item) not in left_out]
-        config.stash[CORPUS_LEFT_OUT] = len(needs)
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    left_out = config.stash.get(CORPUS_LEFT_OUT, 0)
-    if left_out:
-        terminalreporter.write_line(
-            f"not run: {left_out} tests that need the shared mail corpus, which is not at {CORPUS} "
-            "(set KCC_TEST_CORPUS to its folder to run them)"
-        )
+    for key, what, where, variable in ((CORPUS_LEFT_OUT, "the shared mail corpus", CORPUS, "KCC_TEST_CORPUS"),
+                                       (SPECS_LEFT_OUT, "the OpenAPI specifications", SPECS, "KCC_TEST_SPECS")):
+        left_out = config.stash.get(key, 0)
+        if left_out:
+            terminalreporter.write_line(
+                f"not run: {left_out} tests that need {what}, which is not at {where} "
+                f"(set {variable} to its folder to run them)"
+            )

@@ -19,6 +19,8 @@ from support.registers import TOKEN, OpenKlantServer, open_klant
 from store.engine import make_engine
 from store.export import ExportJob
 
+pytestmark = pytest.mark.specs  # the register test servers validate against ../shared/specs
+
 ENV = {"KCC_OPENKLANT_TOKEN": TOKEN}
 
 

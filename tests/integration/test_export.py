@@ -29,6 +29,8 @@ from store.export import ExportJob
 from store.klantinteracties import Klantcontact
 from store.types import utcnow
 
+pytestmark = pytest.mark.specs  # the register test servers validate against ../shared/specs
+
 ANNA = medewerker("anna@gemeente.nl")
 CALL_BACK = HandOff("Terugbellen", (parse_actor("afdeling:Burgerzaken"),), toelichting="Bel 06-12345678")
 ANSWER = Reply(variables=(("tekst", "Het oud papier gaat elke tweede dinsdag mee."),))

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import re
 import socket
 import threading
@@ -35,10 +34,8 @@ from openapi_core.contrib.starlette.requests import StarletteOpenAPIRequest
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
-from support.require import ROOT
+from support.require import SPECS
 
-SPECS = Path(os.environ.get("KCC_TEST_SPECS") or ROOT.parent / "shared" / "specs")
-"""The OpenAPI files are the contract: ../shared/specs beside the checkout, as in CI."""
 SPEC = SPECS / "open-klant-2.18-klantinteracties-openapi.yaml"
 BASE_PATH = "/klantinteracties/api/v1"
 TOKEN = "test-openklant-token-1234"

@@ -19,6 +19,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS = Path(os.environ.get("KCC_TEST_CORPUS") or ROOT.parent / "shared" / "corpus")
+SPECS = Path(os.environ.get("KCC_TEST_SPECS") or ROOT.parent / "shared" / "specs")
+"""The OpenAPI files of Open Klant and Open Zaak the register test servers validate against; like the corpus, not
+part of the repository: tests marked `specs` are left out (and counted in one line) when the folder is absent."""
 
 
 def unavailable(reason: str) -> NoReturn:
