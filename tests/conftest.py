@@ -150,11 +150,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    for key, what, where, variable in ((CORPUS_LEFT_OUT, "the shared mail corpus", CORPUS, "KCC_TEST_CORPUS"),
-                                       (SPECS_LEFT_OUT, "the OpenAPI specifications", SPECS, "KCC_TEST_SPECS")):
-        left_out = config.stash.get(key, 0)
-        if left_out:
-            terminalreporter.write_line(
-                f"not run: {left_out} tests that need {what}, which is not at {where} "
-                f"(set {variable} to its folder to run them)"
-            )
+    """One line for what was left out, and why."""
+    parts = [
+        f"{left_out} tests that need {what}, which is not at {where} (set {variable} to its folder to run them)"
+        for key, what, where, variable in ((CORPUS_LEFT_OUT, "the shared mail corpus", CORPUS, "KCC_TEST_CORPUS"),
+                                           (SPECS_LEFT_OUT, "the OpenAPI specifications", SPECS, "KCC_TEST_SPECS"))
+        if (left_out := config.stash.get(key, 0))
+    ]
+    if parts:
+        terminalreporter.write_line("not run: " + "; ".join(parts))
