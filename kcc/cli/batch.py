@@ -23,11 +23,11 @@ from kcc.bootstrap import analyse_settings
 from kcc.cli.common import AS_OPTION, ID, Context, echo_json
 from kcc.cli.output import cut, refuse_existing, safe, write_export
 from kcc.records.actor import medewerker
+from kcc.usecases.mail_files import raw_mail
 from kcc.usecases.mail_import import FORMATS, ImportInterrupted, ImportSummary, import_path
 from kcc.usecases.purge import PURGE_ACTOR, PURGEABLE_STATES, purge
 from kcc.usecases.quarantine import (
     dismiss_quarantined,
-    export_raw,
     list_quarantine,
     release,
     show_quarantined,
@@ -339,7 +339,7 @@ def quarantine_show(context: Context, mail_id: int, as_json: bool) -> None:
 def quarantine_export(context: Context, mail_id: int, out: Path, force: bool) -> None:
     """Write the raw mail byte for byte, for a bug report (it holds personal data: share it with care)."""
     refuse_existing(out, force)
-    raw = export_raw(context.app().uow(), mail_id)
+    raw = raw_mail(context.app().uow(), mail_id)
     write_export(out, raw)
     click.echo(f"mail {mail_id} written to {safe(out)} ({len(raw)} bytes)")
 

@@ -26,7 +26,6 @@ __all__ = [
     "MAX_HEADER_CHARS",
     "QuarantineError",
     "dismiss_quarantined",
-    "export_raw",
     "list_quarantine",
     "raw_header_block",
     "release",
@@ -95,13 +94,6 @@ def show_quarantined(uow: UnitOfWork, mail_id: int) -> dict[str, Any]:
             "rawHeaders": raw_header_block(raw),
         })
         return detail
-
-
-def export_raw(uow: UnitOfWork, mail_id: int) -> bytes:
-    """The mail's bytes exactly as they were received."""
-    with uow:
-        mail = _get(uow, mail_id)
-        return get_blob(uow.session, mail.raw_sha256)
 
 
 def release(uow: UnitOfWork, mail_id: int, medewerker: ActorRef) -> dict[str, Any]:

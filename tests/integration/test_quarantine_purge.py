@@ -15,11 +15,11 @@ from ingest.parse import ParsedMail
 from kcc.bootstrap import App
 from kcc.records.actor import medewerker
 from kcc.usecases.contacts import show_contact
+from kcc.usecases.mail_files import raw_mail
 from kcc.usecases.purge import PurgeError, blob_references, purge
 from kcc.usecases.quarantine import (
     QuarantineError,
     dismiss_quarantined,
-    export_raw,
     list_quarantine,
     release,
     show_quarantined,
@@ -122,7 +122,7 @@ def test_show_gives_the_error_and_raw_headers_safe_for_a_terminal(app: App) -> N
 def test_export_gives_the_mail_byte_for_byte(app: App) -> None:
     raw = b"From: karel@example.nl\nSubject: kaal\n\nNUL \x00 en \xff bytes, geen CRLF\n"
     mail_id = store(app, raw, new_mailbox(), parser=failing_parser)
-    assert export_raw(app.uow(), mail_id) == raw
+    assert raw_mail(app.uow(), mail_id) == raw
 
 
 def test_a_released_mail_is_reviewed_as_it_is_and_registered_with_the_raw_mail_as_only_bijlage(app: App) -> None:

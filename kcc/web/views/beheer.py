@@ -11,8 +11,9 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from kcc.usecases.access import Gebruiker, Rol
+from kcc.usecases.mail_files import raw_mail
 from kcc.usecases.outbox import list_messages, mark_sent, resend
-from kcc.usecases.quarantine import dismiss_quarantined, export_raw, list_quarantine, release, show_quarantined
+from kcc.usecases.quarantine import dismiss_quarantined, list_quarantine, release, show_quarantined
 from kcc.usecases.status import check_status
 from kcc.web.auth import page
 from kcc.web.forms import Afwijzen
@@ -107,7 +108,7 @@ async def quarantine_dismiss(request: Request, gebruiker: Gebruiker) -> Response
 @page(Rol.BEHEER)
 async def quarantine_download(request: Request, gebruiker: Gebruiker) -> Response:
     mail_id = path_id(request)
-    data = await call(export_raw, kcc_app(request).uow(), mail_id)
+    data = await call(raw_mail, kcc_app(request).uow(), mail_id)
     log.info("medewerker=%s downloaded quarantined mail=%s", gebruiker.identificator, mail_id)
     return download(data, f"quarantaine-{mail_id}.eml", "message/rfc822")
 
