@@ -42,6 +42,7 @@ from support.registers import (  # noqa: E402
     SECRET,
     TOKEN,
     OpenKlantServer,
+    created_urls,
     open_klant,
     open_zaak,
 )
@@ -122,8 +123,8 @@ def bare_round(requests: list[Any]) -> float:
                 response = client.request(method, url, content=text.encode() or None,
                                           headers={"Authorization": auth, "Content-Type": "application/json"})
                 response.raise_for_status()
-                if created:
-                    renamed[created.rpartition("/")[2]] = response.json()["url"].rpartition("/")[2]
+                for old, new in zip(created, created_urls(response.json()), strict=True):
+                    renamed[old.rpartition("/")[2]] = new.rpartition("/")[2]
             return time.perf_counter() - started
 
 

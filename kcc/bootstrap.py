@@ -235,7 +235,8 @@ def export_settings(config: Config) -> ExportSettings:
                  if documenten.enabled else None)
     return ExportSettings(
         referentienummer_prefix=config.openklant.referentienummer_prefix, lease_seconds=config.export.lease_seconds,
-        batch_size=config.export.batch_size, retry_max_seconds=config.export.retry_max_seconds, documents=documents,
+        batch_size=config.export.batch_size, retry_max_seconds=config.export.retry_max_seconds,
+        concurrency=config.export.concurrency, documents=documents,
     )
 
 

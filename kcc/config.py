@@ -254,6 +254,8 @@ class ExportConfig:
     lease_seconds: float = 300.0
     batch_size: int = 20
     retry_max_seconds: float = 3600.0
+    concurrency: int = 4
+    """Klantcontacten exported at the same time: the registers' answer time, not kcc-mail, bounds one at a time."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -566,11 +568,18 @@ def _check_monitoring(monitoring: MonitoringConfig, where: str) -> None:
         )
 
 
+MAX_EXPORT_CONCURRENCY = 32
+
+
 def check_export(openklant: OpenKlantConfig, export: ExportConfig, where: str) -> None:
     """An export switched on must be able to reach its register safely, and its lease outlast a request."""
-    for key in ("interval", "lease_seconds", "batch_size", "retry_max_seconds"):
+    for key in ("interval", "lease_seconds", "batch_size", "retry_max_seconds", "concurrency"):
         if getattr(export, key) <= 0:
             raise ConfigError(f"{where}: export.{key} must be more than 0, not {getattr(export, key)}")
+    if export.concurrency > MAX_EXPORT_CONCURRENCY:
+        raise ConfigError(f"{where}: export.concurrency {export.concurrency} is more than {MAX_EXPORT_CONCURRENCY}; "
+                          "a register serves a few parallel requests well, more only queue there. Choose 1 to "
+                          f"{MAX_EXPORT_CONCURRENCY}")
     if openklant.timeout <= 0:
         raise ConfigError(f"{where}: openklant.timeout must be more than 0, not {openklant.timeout}")
     prefix = openklant.referentienummer_prefix

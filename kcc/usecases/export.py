@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import queue
 import threading
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -50,6 +52,8 @@ class ExportSettings:
     lease_seconds: float = 300.0
     batch_size: int = 20
     retry_max_seconds: float = 3600.0
+    concurrency: int = 4
+    """Klantcontacten exported at the same time (each its own connections to the registers)."""
     documents: DocumentSettings | None = None
     """None: the documents stay local (no [documenten] url), and so do the bijlagen that would name them."""
 
@@ -91,21 +95,52 @@ class Exporter:
         self._client_factory = client_factory
         self._documenten_factory = documenten_factory
         self._settings = settings
+        self._actor_lock = threading.Lock()
 
     def run_once(self, *, now: datetime | None = None, stop: threading.Event | None = None) -> ExportSummary:
-        """Every due job, oldest klantcontact first, until none is due (or `stop`)."""
+        """Every due job, oldest klantcontact first, until none is due (or `stop`).
+
+        Up to `concurrency` klantcontacten are exported at once, each by a worker with its own connections: a
+        klantcontact's jobs are always one claim, so they stay in order; an answer whose customer's klantcontact
+        is not in the register yet waits for it (NotReady) and is tried again shortly after.
+        """
         total = ExportSummary()
         now = now or utcnow()  # one moment for the round: a job it sends to retry is not due again in it
         expire_leases(self._uow(), now=now)
-        documenten = self._documenten_factory() if self._documenten_factory is not None else None
-        with self._client_factory() as client, documenten or contextlib.nullcontext():
+        workers = max(1, self._settings.concurrency)
+        with contextlib.ExitStack() as stack:
+            connections: queue.SimpleQueue[tuple[KlantinteractiesClient, DocumentenClient | None]] = (
+                queue.SimpleQueue())
+            for _ in range(workers):
+                documenten = self._documenten_factory() if self._documenten_factory is not None else None
+                connections.put((stack.enter_context(self._client_factory()),
+                                 stack.enter_context(documenten) if documenten is not None else None))
+
+            def export_one(claimed: JobClaim, last_try: bool) -> ExportSummary | None:
+                client, documenten = connections.get()
+                try:
+                    return self._export(client, documenten, claimed, now, last_try=last_try)
+                finally:
+                    connections.put((client, documenten))
+
+            pool = stack.enter_context(ThreadPoolExecutor(workers, thread_name_prefix="kcc-export"))
             while stop is None or not stop.is_set():
                 claims = claim(self._uow(), now=now, lease_seconds=self._settings.lease_seconds,
                                limit=self._settings.batch_size)
                 if not claims:
                     break
-                for claimed in claims:
-                    total.add(self._export(client, documenten, claimed, now))
+                # An answer exported beside the customer's klantcontact it refers to may find that one not there
+                # yet: it is tried again, still under its lease, once the rest of the batch is in.
+                waiting = []
+                for claimed, summary in zip(claims, pool.map(export_one, claims, [False] * len(claims)),
+                                            strict=True):
+                    if summary is None:
+                        waiting.append(claimed)
+                    else:
+                        total.add(summary)
+                for summary in pool.map(export_one, waiting, [True] * len(waiting)):
+                    assert summary is not None
+                    total.add(summary)
         return total
 
     def verify(self) -> list[str]:
@@ -144,24 +179,24 @@ class Exporter:
             stop.wait(interval)
 
     def _export(self, client: KlantinteractiesClient, documenten: DocumentenClient | None, claimed: JobClaim,
-                now: datetime) -> ExportSummary:
+                now: datetime, *, last_try: bool = True) -> ExportSummary | None:
+        """One klantcontact's claimed jobs sent and settled; None (nothing settled, the lease still held) when it
+        refers to a klantcontact not in the register yet and this is not its `last_try` in the round."""
         sync = DossierSync(self._uow, client, claimed, prefix=self._settings.referentienummer_prefix,
                            lease_seconds=self._settings.lease_seconds, documenten=documenten,
-                           documents=self._settings.documents)
+                           documents=self._settings.documents, actor_lock=self._actor_lock)
         summary = ExportSummary()
         try:
             summary.requests = sync.run()
         except LeaseLost as exc:
             log.warning("klantcontact %s: %s; left to it", claimed.klantcontact_id, exc)
             return summary
-        except (RegisterUnreachable, NotReady) as exc:
-            delay = (timedelta(seconds=NOT_READY_SECONDS) if isinstance(exc, NotReady)
-                     else backoff(claimed.attempt, self._settings.retry_max_seconds))
-            if finish(self._uow(), claimed, ExportStatus.RETRY, str(exc), next_attempt=max(now, utcnow()) + delay):
-                log.warning("klantcontact %s not exported yet (attempt %s): %s; next try in %g s",
-                            claimed.klantcontact_id, claimed.attempt, exc, delay.total_seconds())
-                summary.retry = 1
-            return summary
+        except NotReady as exc:
+            if not last_try:
+                return None
+            return self._settle_retry(claimed, now, exc, timedelta(seconds=NOT_READY_SECONDS))
+        except RegisterUnreachable as exc:
+            return self._settle_retry(claimed, now, exc, backoff(claimed.attempt, self._settings.retry_max_seconds))
         except (RegisterRefused, ExportRefused, LookupError) as exc:
             if finish(self._uow(), claimed, ExportStatus.FAILED, f"{exc}. {operator_advice()}"):
                 log.error("klantcontact %s not exported: %s", claimed.klantcontact_id, exc)
@@ -169,6 +204,15 @@ class Exporter:
             return summary
         if finish(self._uow(), claimed, ExportStatus.DONE, ""):
             summary.done = 1
+        return summary
+
+    def _settle_retry(self, claimed: JobClaim, now: datetime, exc: Exception, delay: timedelta) -> ExportSummary:
+        """The jobs wait: shortly for a klantcontact not in the register yet, with backoff for a register away."""
+        summary = ExportSummary()
+        if finish(self._uow(), claimed, ExportStatus.RETRY, str(exc), next_attempt=max(now, utcnow()) + delay):
+            log.warning("klantcontact %s not exported yet (attempt %s): %s; next try in %g s",
+                        claimed.klantcontact_id, claimed.attempt, exc, delay.total_seconds())
+            summary.retry = 1
         return summary
 
 
@@ -284,11 +328,14 @@ def backfill(uow: UnitOfWork) -> int:
     return len(missing)
 
 
-def retry_failed(uow: UnitOfWork, *, now: datetime | None = None) -> int:
-    """Failed jobs due again at once (after the cause was fixed); returns how many."""
+def retry_failed(uow: UnitOfWork, *, now: datetime | None = None, klantcontact_id: int | None = None) -> int:
+    """Failed jobs (all, or one klantcontact's) due again at once, after the cause was fixed; returns how many."""
+    conditions = [ExportJob.status == ExportStatus.FAILED]
+    if klantcontact_id is not None:
+        conditions.append(ExportJob.klantcontact_id == klantcontact_id)
     with uow:
         result = uow.session.execute(
-            update(ExportJob).where(ExportJob.status == ExportStatus.FAILED)
+            update(ExportJob).where(*conditions)
             .values(status=ExportStatus.RETRY, next_attempt_at=now or utcnow())
             .execution_options(synchronize_session=False)
         )

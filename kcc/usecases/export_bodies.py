@@ -98,13 +98,18 @@ def klantcontact_body(contact: Mapping[str, Any], prefix: str) -> dict[str, Any]
 
 
 def betrokkene_body(betrokkene: Mapping[str, Any], klantcontact: Remote) -> dict[str, Any]:
+    return {"hadKlantcontact": ref(klantcontact), **betrokkene_fields(betrokkene)}
+
+
+def betrokkene_fields(betrokkene: Mapping[str, Any]) -> dict[str, Any]:
+    """The betrokkene without its klantcontact: as /maak-klantcontact takes it (the server links the two)."""
     naam = {
         "voorletters": betrokkene["contactnaam_voorletters"], "voornaam": betrokkene["contactnaam_voornaam"],
         "voorvoegselAchternaam": betrokkene["contactnaam_voorvoegsel_achternaam"],
         "achternaam": betrokkene["contactnaam_achternaam"],
     }
     return {
-        "hadKlantcontact": ref(klantcontact), "wasPartij": None, "rol": betrokkene["rol"],
+        "wasPartij": None, "rol": betrokkene["rol"],
         "initiator": betrokkene["initiator"], "organisatienaam": betrokkene["organisatienaam"],
         "contactnaam": naam if any(naam.values()) else None,
     }
@@ -130,9 +135,14 @@ def actor_klantcontact_body(actor: Remote, klantcontact: Remote) -> dict[str, An
 
 
 def onderwerpobject_body(over: Remote, was: Remote) -> dict[str, Any]:
-    """`over` is about `was`; the identificator names the remote klantcontact, as the local one names the local."""
+    return {"klantcontact": ref(over), **onderwerpobject_fields(was)}
+
+
+def onderwerpobject_fields(was: Remote) -> dict[str, Any]:
+    """What the klantcontact is about (`was`); the identificator names the remote klantcontact, as the local one
+    names the local. Without the klantcontact it belongs to: as /maak-klantcontact takes it."""
     return {
-        "klantcontact": ref(over), "wasKlantcontact": ref(was),
+        "wasKlantcontact": ref(was),
         "onderwerpobjectidentificator": {
             "objectId": was.uuid, "codeObjecttype": "klantcontact", "codeRegister": "openklant",
             "codeSoortObjectId": "uuid",

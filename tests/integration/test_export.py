@@ -98,8 +98,40 @@ def test_a_reply_decision_arrives_in_open_klant_whole(exporting: Exporting) -> N
     assert onderwerp["onderwerpobjectidentificator"]["objectId"] == vraag["uuid"], "the remote uuid, not the local"
     assert sorted(a["soortActor"] for a in server.all("actoren")) == ["geautomatiseerde_actor", "medewerker"]
     assert [job.status for job in exporting.jobs(answered.klantcontact_id)] == ["done"]
+    assert (server.posts("maak-klantcontact"), server.posts("betrokkenen"), server.posts("onderwerpobjecten")) == (
+        2, 0, 0), "each klantcontact came with its betrokkene and onderwerpobject in one atomic call"
     again = exporting.run()
-    assert (again.done, server.posts("klantcontacten")) == (0, 2), "nothing is sent twice"
+    assert (again.done, server.posts("maak-klantcontact")) == (0, 2), "nothing is sent twice"
+
+
+def test_an_answer_waits_for_the_customers_klantcontact_and_never_arrives_without_its_onderwerpobject(
+        exporting: Exporting) -> None:
+    app, server = exporting.app, exporting.server
+    answered = reply(app.uow(), app.config, queue_mail(app, customer_mail("Wachten")), ANSWER, ANNA)
+    server.fail("500", "POST", "maak-klantcontact")  # the customer's klantcontact does not get in this round
+    first = exporting.run()
+    assert (first.done, first.retry) == (0, 2)
+    assert server.all("klantcontacten") == [], "our answer is not sent before what it answers"
+    assert exporting.run(later=True).done == 2
+    (onderwerp,) = server.all("onderwerpobjecten")
+    assert onderwerp["klantcontact"]["uuid"] == exporting.remote(answered.antwoord_klantcontact_id)["uuid"]
+    assert onderwerp["wasKlantcontact"]["uuid"] == exporting.remote(answered.klantcontact_id)["uuid"]
+
+
+def test_several_klantcontacten_go_at_once_each_exactly_once(exporting: Exporting) -> None:
+    app, server = exporting.app, exporting.server
+    server.delay_seconds = 0.05  # a register that takes its time, as a real one over the network does
+    answered = [reply(app.uow(), app.config, queue_mail(app, customer_mail(f"Vraag {n}")), ANSWER, ANNA)
+                for n in range(4)]
+    summary = exporting.run()
+    assert (summary.done, summary.retry, summary.failed) == (8, 0, 0), "each answer after its question, in one round"
+    assert server.most_in_flight > 1, "the klantcontacten went to the register side by side"
+    for done in answered:
+        (onderwerp,) = exporting.under("onderwerpobjecten", "klantcontact", exporting.remote(
+            done.antwoord_klantcontact_id))
+        assert onderwerp["wasKlantcontact"]["uuid"] == exporting.remote(done.klantcontact_id)["uuid"]
+    assert len(server.all("klantcontacten")) == 8 and server.posts("actoren") == 2
+    assert exporting.exporter.verify() == []
 
 
 def test_a_task_follows_its_decisions_in_open_klant(exporting: Exporting) -> None:
@@ -136,16 +168,16 @@ def test_an_answer_lost_after_the_register_created_it_leaves_no_duplicate(export
     app, server = exporting.app, exporting.server
     server.hang_seconds = 3  # longer than the client's timeout of 2 s
     registered = register(app.uow(), app.config, queue_mail(app, customer_mail("Eén keer")), NoFollowUp(), ANNA)
-    server.fail(fault, "POST", "klantcontacten")
+    server.fail(fault, "POST", "maak-klantcontact")
     first = exporting.run()
     assert (first.done, first.retry) == (0, 1)
     (job,) = exporting.jobs(registered.klantcontact_id)
     assert job.status == "retry" and job.last_error
-    assert server.posts("klantcontacten") == 1 and len(server.all("klantcontacten")) == 1, "it did arrive"
+    assert server.posts("maak-klantcontact") == 1 and len(server.all("klantcontacten")) == 1, "it did arrive"
     second = exporting.run(later=True)
     assert second.done == 1
     exporting.remote(registered.klantcontact_id)  # exactly one
-    assert server.posts("klantcontacten") == 1, "found by its referentienummer, not posted again"
+    assert server.posts("maak-klantcontact") == 1, "found by its referentienummer, not posted again"
     assert len(exporting.under("betrokkenen", "hadKlantcontact", exporting.remote(registered.klantcontact_id))) == 1
 
 

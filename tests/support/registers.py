@@ -134,10 +134,13 @@ class OpenKlantServer:
     faults: list[Fault] = field(default_factory=list)
     hang_seconds: float = 5.0
     delay_seconds: float = 0.0
-    journal: list[tuple[str, str, str, bytes, str]] | None = None
-    """When a list: every carried-out request as (method, path, query, body, the new object's url), to replay."""
     """Every answer waits this long, so a test can kill the exporter while requests are in flight."""
+    journal: list[tuple[str, str, str, bytes, list[str]]] | None = None
+    """When a list: every carried-out request as (method, path, query, body, the new objects' urls), to replay."""
     lock: threading.Lock = field(default_factory=threading.Lock)
+    in_flight: int = 0
+    most_in_flight: int = 0
+    """The most requests the server was working on at one moment (the exporter's concurrency, seen from here)."""
 
     def fail(self, kind: str, method: str = "", resource: str = "", times: int = 1) -> None:
         self.faults.append(Fault(kind, method.upper(), resource, times))
@@ -164,6 +167,16 @@ class OpenKlantServer:
                 await send({"type": f"{message}.complete"})
                 if message == "lifespan.shutdown":
                     return
+        with self.lock:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await self._serve(scope, receive, send)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
         body = await request.body()
         path = request.url.path.removeprefix(self.base_path).strip("/").split("/")
@@ -192,7 +205,7 @@ class OpenKlantServer:
         with self.lock:
             status, answer = self._handle(method, path, dict(request.query_params), data)
             if self.journal is not None and status < 400:
-                created = answer.get("url", "") if method == "POST" and isinstance(answer, dict) else ""
+                created = created_urls(answer) if method == "POST" else []
                 self.journal.append((method, request.url.path, request.url.query, body, created))
         if status < 400 and fault == "500-after":
             await _respond(send, 500, {"detail": "fault injected after processing"})
@@ -215,6 +228,8 @@ class OpenKlantServer:
         store = self.objects.setdefault(resource, {})
         if method == "GET" and len(path) == 1:
             return 200, self._list(resource, store, query)
+        if method == "POST" and path == ["maak-klantcontact"]:
+            return self._maak_klantcontact(data)
         if method == "POST" and len(path) == 1:
             return self._create(resource, store, data)
         if len(path) == 2 and path[1] in store:
@@ -243,6 +258,29 @@ class OpenKlantServer:
         self._on_create(resource, record, store)
         store[new] = record
         return 201, record
+
+    def _maak_klantcontact(self, data: dict[str, Any]) -> tuple[int, Any]:
+        """A klantcontact with its betrokkene and onderwerpobject in one atomic call, as Open Klant's
+        MaakKlantcontactSerializer does: all three or none, each answered as its own endpoint would."""
+        parts = {"klantcontacten": data["klantcontact"], "betrokkenen": data.get("betrokkene"),
+                 "onderwerpobjecten": data.get("onderwerpobject")}
+        for resource, part in parts.items():
+            refused = part is not None and self._check(resource, part, self.objects.setdefault(resource, {}),
+                                                       patch=False)
+            if refused:
+                return 400, refused
+        _, klantcontact = self._create("klantcontacten", self.objects["klantcontacten"], parts["klantcontacten"])
+        answer: dict[str, Any] = {"klantcontact": klantcontact, "betrokkene": None, "onderwerpobject": None}
+        parent = {"uuid": klantcontact["uuid"]}
+        if parts["betrokkenen"] is not None:
+            _, answer["betrokkene"] = self._create("betrokkenen", self.objects["betrokkenen"],
+                                                   {"wasPartij": None, **parts["betrokkenen"],
+                                                    "hadKlantcontact": parent})
+        if parts["onderwerpobjecten"] is not None:
+            _, answer["onderwerpobject"] = self._create("onderwerpobjecten", self.objects["onderwerpobjecten"],
+                                                        {"wasKlantcontact": None, **parts["onderwerpobjecten"],
+                                                         "klantcontact": dict(parent)})
+        return 201, answer
 
     def _on_create(self, resource: str, record: dict[str, Any], store: dict[str, dict[str, Any]]) -> None:
         """What the server adds to a new object beyond uuid and url."""
@@ -282,6 +320,15 @@ class OpenKlantServer:
         params = "&".join(f"{k}={v}" for k, v in query.items())
         next_url = f"{self.url}/{resource}?{params}&page={page + 1}&pageSize={size}" if more else None
         return {"count": len(found), "next": next_url, "previous": None, "results": chunk}
+
+
+def created_urls(answer: Any) -> list[str]:
+    """The urls of what a POST created: one object, or the three parts of a /maak-klantcontact answer."""
+    if not isinstance(answer, dict):
+        return []
+    if "url" in answer:
+        return [str(answer["url"])]
+    return [str(part["url"]) for part in answer.values() if isinstance(part, dict) and "url" in part]
 
 
 def _matches(record: dict[str, Any], name: str, wanted: str) -> bool:
