@@ -21,6 +21,7 @@ from ingest.parse import ParsedMail
 from kcc.bootstrap import App
 from kcc.records.actor import medewerker, parse_actor
 from kcc.usecases.review import HandOff, register
+from store.export import ExportJob
 from store.klantinteracties import Klantcontact
 from store.mail import InboundMail
 from store.outbox import OutboxMessage
@@ -80,7 +81,7 @@ def pages(world: World) -> dict[str, set[str]]:
         f"/mail/{world.mail}/eml": kcc | beheer, f"/mail/{world.mail}/html": kcc | beheer,
         "/taken": {"kcc", "vergunningen", "burgerzaken"}, f"/taak/{world.taak}": afdeling,
         f"/taak/{world.taak}/mail": afdeling,
-        "/beheer": beheer, "/beheer/outbox": beheer, "/beheer/quarantaine": beheer,
+        "/beheer": beheer, "/beheer/outbox": beheer, "/beheer/quarantaine": beheer, "/beheer/export": beheer,
         f"/beheer/quarantaine/{world.quarantined}": beheer, f"/beheer/quarantaine/{world.quarantined}/eml": beheer,
     }
 
@@ -95,6 +96,7 @@ def actions(world: World) -> dict[str, set[str]]:
         f"/taak/{t}/doorsturen": {"kcc", "vergunningen"}, f"/taak/{t}/retour-kcc": {"kcc", "vergunningen"},
         f"/beheer/outbox/{o}/opnieuw": {"beheer"}, f"/beheer/outbox/{o}/verzonden": {"beheer"},
         f"/beheer/quarantaine/{q}/vrijgeven": {"beheer"}, f"/beheer/quarantaine/{q}/afwijzen": {"beheer"},
+        "/beheer/export/opnieuw": {"beheer"},
     }
 
 
@@ -252,3 +254,29 @@ def test_opening_a_mail_claims_it_and_a_colleague_sees_who_and_can_take_over(wor
     assert any("In behandeling bij Bert Jansen" in text for text in alerts(world.kcc.get(f"/mail/{world.mail}")
                                                                              .text))
     bert.close()
+
+
+def test_a_refused_export_shows_the_registers_own_words_and_the_beheerder_sends_it_again(world: World, app: App
+                                                                                          ) -> None:
+    refusal = ("POST /maak-klantcontact: refused with 400: referentienummer: Er bestaat al een klantcontact met "
+               "eenzelfde referentienummer <b>KM00000001</b>. Fix the cause (configuration or data), then run "
+               "`kcc-mail export retry`")
+    with app.uow() as uow:
+        job = uow.session.scalars(select(ExportJob).order_by(ExportJob.id.desc()).limit(1)).one()  # this world's
+        uow.session.execute(update(ExportJob).where(ExportJob.status == "failed").values(status="done"))
+        uow.session.execute(update(ExportJob).where(ExportJob.id == job.id).values(status="failed", attempts=1,
+                                                                                  last_error=refusal))
+        number = uow.session.scalar(select(Klantcontact.referentienummer).where(
+            Klantcontact.id == job.klantcontact_id))
+        uow.commit()
+    page = world.beheer.get("/beheer/export").text
+    assert "De export staat uit" in page, "the export is off here; the page says so, and keeps the jobs"
+    assert "Er bestaat al een klantcontact met eenzelfde referentienummer &lt;b&gt;KM00000001&lt;/b&gt;" in page
+    assert f"<td class=\"utrecht-table__cell\">{number}</td>" in page and "geweigerd" in page
+    retried = world.beheer.post("/beheer/export/opnieuw", {"klantcontact": str(job.klantcontact_id)},
+                                from_page="/beheer/export")
+    assert retried.status_code == 303
+    after = world.beheer.get("/beheer/export").text
+    assert "1 geweigerde opdracht wordt opnieuw naar het register gestuurd." in alerts(after)
+    with app.uow() as uow:
+        assert uow.session.scalar(select(ExportJob.status).where(ExportJob.id == job.id)) == "retry"

@@ -1,5 +1,6 @@
 """For the functioneel beheerder: the health checks of `kcc-mail status`, the outbox (with Opnieuw verzenden and
-Markeer als verzonden for an uncertain reply), and the quarantine (show, release, dismiss, download)."""
+Markeer als verzonden for an uncertain reply), the export to the registers (backlog, refusals, Opnieuw proberen),
+and the quarantine (show, release, dismiss, download)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from kcc.usecases.access import Gebruiker, Rol
+from kcc.usecases.export import export_status, list_jobs, retry_failed
 from kcc.usecases.mail_files import raw_mail
 from kcc.usecases.outbox import list_messages, mark_sent, resend
 from kcc.usecases.quarantine import dismiss_quarantined, list_quarantine, release, show_quarantined
@@ -18,9 +20,9 @@ from kcc.usecases.status import check_status
 from kcc.web.auth import page
 from kcc.web.forms import Afwijzen
 from kcc.web.pages import flash, pages_of
-from kcc.web.views.common import OUTBOX_NAMES, call, kcc_app, number, path_id
+from kcc.web.views.common import EXPORT_NAMES, OUTBOX_NAMES, BadInput, call, kcc_app, number, path_id
 from kcc.web.views.mail import download
-from store.states import OutboxStatus
+from store.states import ExportStatus, OutboxStatus
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +75,44 @@ async def outbox_mark_sent(request: Request, gebruiker: Gebruiker) -> Response:
 
 
 @page(Rol.BEHEER)
+async def export(request: Request, gebruiker: Gebruiker) -> Response:
+    """The export to Open Klant: the backlog, and what the register refused in its own words (to fix, then retry)."""
+    wanted = request.query_params.get("status") or "aandacht"
+    if wanted not in ("aandacht", "alle", *ExportStatus):
+        raise BadInput(f"status {wanted[:20]!r} bestaat niet; kies aandacht, alle of een van {', '.join(ExportStatus)}")
+    size = request.app.state.web.page_size
+    pagina = number(request.query_params.get("pagina"), "pagina", 1) or 1
+    app = kcc_app(request)
+    backlog = await call(export_status, app.uow())
+    if wanted == "aandacht":  # what needs a person first: refused, then waiting to be tried again
+        rows = [*await call(list_jobs, app.uow(), status=ExportStatus.FAILED, limit=size),
+                *await call(list_jobs, app.uow(), status=ExportStatus.RETRY, limit=size)]
+        total = len(rows)
+    else:
+        found = await call(list_jobs, app.uow(), status=None if wanted == "alle" else wanted, limit=size,
+                           offset=(pagina - 1) * size)
+        rows, total = list(found), found.total
+    context = {"rows": rows, "wanted": wanted, "names": EXPORT_NAMES, "total": total, "pagina": pagina,
+               "paginas": max(1, -(-total // size)), "statuses": list(ExportStatus), "backlog": backlog,
+               "enabled": app.config.openklant.enabled}
+    return pages_of(request).render(request, "export.html", context)
+
+
+@page(Rol.BEHEER)
+async def export_retry(request: Request, gebruiker: Gebruiker) -> Response:
+    """The refused jobs (all, or one klantcontact's) tried again at the exporter's next round."""
+    form = await request.form()
+    klantcontact = form.get("klantcontact")
+    klantcontact_id = number(str(klantcontact), "klantcontact") if klantcontact else None
+    count = await call(retry_failed, kcc_app(request).uow(), klantcontact_id=klantcontact_id)
+    log.info("medewerker=%s retried %s failed export jobs (klantcontact=%s)", gebruiker.identificator, count,
+             klantcontact_id or "all")
+    flash(request, f"{count} geweigerde {'opdracht wordt' if count == 1 else 'opdrachten worden'} opnieuw "
+                   "naar het register gestuurd.")
+    return RedirectResponse("/beheer/export", status_code=303)
+
+
+@page(Rol.BEHEER)
 async def quarantine(request: Request, gebruiker: Gebruiker) -> Response:
     found = await call(list_quarantine, kcc_app(request).uow(), reason=request.query_params.get("reden") or None,
                        limit=request.app.state.web.page_size * 4)
@@ -119,6 +159,8 @@ def routes() -> list[Route]:
         Route("/beheer/outbox", outbox, methods=["GET"]),
         Route("/beheer/outbox/{id:int}/opnieuw", outbox_resend, methods=["POST"]),
         Route("/beheer/outbox/{id:int}/verzonden", outbox_mark_sent, methods=["POST"]),
+        Route("/beheer/export", export, methods=["GET"]),
+        Route("/beheer/export/opnieuw", export_retry, methods=["POST"]),
         Route("/beheer/quarantaine", quarantine, methods=["GET"]),
         Route("/beheer/quarantaine/{id:int}", quarantined, methods=["GET"]),
         Route("/beheer/quarantaine/{id:int}/vrijgeven", quarantine_release, methods=["POST"]),

@@ -19,6 +19,11 @@ OUTBOX_NAMES = {  # an outbox status as the screens say it
     "failed": "mislukt", "uncertain": "onzeker", "bounced": "onbestelbaar",
 }
 
+EXPORT_NAMES = {  # an export job's status as the screens say it
+    "pending": "wacht", "sending": "wordt verzonden", "retry": "opnieuw proberen", "done": "in het register",
+    "failed": "geweigerd",
+}
+
 
 class BadInput(Refused):
     """A value in the address or the form cannot be read; the message says which and how to write it."""
