@@ -65,6 +65,11 @@ class JsonApi:
         raise RegisterRefused(f"GET {resource}: more than {MAX_PAGES} pages for one lookup", 0,
                               "too many results; the filter did not narrow the lookup")
 
+    def count(self, resource: str, params: Mapping[str, str] | None = None) -> int:
+        """How many objects of `resource` the API holds (one small page read): proves address and credentials."""
+        page = self._request("GET", f"{self._base}/{resource}", params={**(params or {}), "pageSize": "1"})
+        return int(page.get("count") or 0)
+
     def get(self, url: str) -> dict[str, Any]:
         """The object at `url` (an url the API gave out)."""
         if not self.owns(url):

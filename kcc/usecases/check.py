@@ -1,8 +1,10 @@
-"""Reachability checks for `kcc-mail check`: can we talk to the database, each mailbox and the SMTP server?"""
+"""Reachability checks for `kcc-mail check`: can we talk to the database, each mailbox, the SMTP server, and
+(when the export is on) Open Klant and the Documenten API with the configured credentials?"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -11,6 +13,9 @@ from sqlalchemy import Engine, text
 
 from ingest.sources.base import MailSource, SourceError
 from kcc.config import Config, ConfigError, MailboxConfig
+from kcc.registers.documenten import DocumentenClient
+from kcc.registers.http import RegisterError
+from kcc.registers.klantinteracties import KlantinteractiesClient
 from replies.smtp import SmtpConnectError, SmtpSettings, connect
 from store.schema import SchemaOutOfDate, require_current
 
@@ -24,6 +29,10 @@ class Parts(Protocol):
     def source(self, mailbox: MailboxConfig) -> MailSource: ...
 
     def smtp_settings(self) -> SmtpSettings: ...
+
+    def klantinteracties(self) -> KlantinteractiesClient: ...
+
+    def documenten(self) -> DocumentenClient: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +57,8 @@ def prepare_local_folders(config: Config) -> list[str]:
 
 
 def check_all(app: Parts) -> list[CheckResult]:
-    return [check_database(app), *(check_mailbox(app, m.name) for m in app.config.mailboxes), check_smtp(app)]
+    return [check_database(app), *(check_mailbox(app, m.name) for m in app.config.mailboxes), check_smtp(app),
+            *check_registers(app)]
 
 
 def check_database(app: Parts) -> CheckResult:
@@ -96,3 +106,32 @@ def check_smtp(app: Parts) -> CheckResult:
     except (SmtpConnectError, ConfigError) as exc:
         return CheckResult("smtp", False, str(exc))
     return CheckResult("smtp", True, f"{smtp.host}:{smtp.port}: connected")
+
+
+def check_registers(app: Parts) -> list[CheckResult]:
+    """One authenticated read of each register the export sends to; nothing is written there.
+
+    The informatieobjecttype is not fetched: it lives in the Catalogi API, which may want other credentials; a
+    wrong one is refused at the first document, with Open Zaak's words in `kcc-mail export list --failed`.
+    """
+    config = app.config
+    if not config.openklant.enabled:
+        return [CheckResult("openklant", True, "export off ([openklant] enabled = false): everything stays local")]
+    results = [_check_register("openklant", config.openklant.url, app.klantinteracties, "klantcontacten", {},
+                               "klantcontacten")]
+    if config.documenten.enabled:
+        results.append(_check_register(
+            "documenten", config.documenten.url, app.documenten, "enkelvoudiginformatieobjecten",
+            {"bronorganisatie": config.documenten.bronorganisatie},
+            f"documents of bronorganisatie {config.documenten.bronorganisatie}"))
+    return results
+
+
+def _check_register(part: str, url: str, client: Callable[[], KlantinteractiesClient | DocumentenClient],
+                    resource: str, params: dict[str, str], what: str) -> CheckResult:
+    try:
+        with client() as api:
+            count = api.count(resource, params)
+    except (RegisterError, ConfigError) as exc:
+        return CheckResult(part, False, f"{url}: {exc}")
+    return CheckResult(part, True, f"{url}: connected, credentials accepted, {count} {what}")

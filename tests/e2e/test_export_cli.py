@@ -73,6 +73,18 @@ def status(workdir: Path) -> dict[str, Any]:
     return dict(json.loads(result.stdout))
 
 
+def test_check_reaches_open_klant_with_the_token_and_names_a_wrong_one(workdir: Path,
+                                                                        server: OpenKlantServer) -> None:
+    good = kcc_mail("check", cwd=workdir, env=ENV)
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert f"openklant: {server.url}: connected, credentials accepted, 0 klantcontacten" in good.stdout
+    wrong = kcc_mail("check", cwd=workdir, env={"KCC_OPENKLANT_TOKEN": "not-the-token"})
+    assert wrong.returncode == 1
+    line = next(line for line in wrong.stdout.splitlines() if "openklant" in line)
+    assert "refused with 401" in line and "openklant.token_env" in line and "not-the-token" not in wrong.stdout
+    assert [m for m, _ in server.requests if m != "GET"] == [], "a check writes nothing to the register"
+
+
 def test_an_operator_exports_sees_a_refusal_and_retries(workdir: Path, server: OpenKlantServer) -> None:
     register_mails(workdir, 1)
     before = status(workdir)["jobs"]["done"]
