@@ -305,3 +305,18 @@ def test_a_task_gone_from_the_register_is_made_again_when_it_changes(exporting: 
     (again,) = exporting.under("internetaken", "aanleidinggevendKlantcontact", contact)
     assert again["uuid"] != taak["uuid"] and again["status"] == "verwerkt"
     assert exporting.exporter.verify() == []
+
+
+def test_check_reads_both_registers_with_their_credentials(with_documents: tuple[Exporting, Any],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from kcc.usecases.check import check_registers
+
+    exporting, drc = with_documents
+    results = {r.part: r for r in check_registers(exporting.app)}
+    assert results["openklant"].ok and "credentials accepted, 0 klantcontacten" in results["openklant"].detail
+    assert results["documenten"].ok and "documents of bronorganisatie 002220647" in results["documenten"].detail
+    monkeypatch.setenv("KCC_TEST_DOCUMENTEN_SECRET", "not-the-secret-at-all")
+    refused = {r.part: r for r in check_registers(exporting.app)}["documenten"]
+    assert not refused.ok and "refused with 401" in refused.detail and "documenten.client_id" in refused.detail
+    assert "not-the-secret-at-all" not in refused.detail
+    assert drc.all("enkelvoudiginformatieobjecten") == [] and exporting.server.all("klantcontacten") == []
