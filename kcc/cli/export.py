@@ -79,16 +79,22 @@ def render_row(row: dict[str, Any]) -> str:
 
 @export.command("verify")
 @click.option("--json", "as_json", is_flag=True, help="Print the differences as a JSON array.")
+@click.option("--repair", is_flag=True,
+              help="Queue each klantcontact that differs, so the exporter makes the register hold kcc-mail's record "
+                   "again (gone records made again, changed ones sent whole).")
 @click.pass_obj
-def export_verify(context: Context, as_json: bool) -> None:
+def export_verify(context: Context, as_json: bool, repair: bool) -> None:
     """Compare every exported klantcontact with Open Klant (and its documents): exit 1 on any difference."""
-    found = context.app().exporter().verify()
+    found = context.app().exporter().verify(repair=repair)
     if as_json:
         echo_json(found)
     else:
         for line in found:
             click.echo(safe(line))
         click.echo(f"{len(found)} differences" if found else "the registers hold what kcc-mail exported", err=True)
+    if found and repair:
+        click.echo("the klantcontacten that differ are queued (reden verify); the exporter repairs them on its next "
+                   "round (or run `kcc-mail export run --once`), then `kcc-mail export verify` again", err=True)
     if found:
         sys.exit(1)
 

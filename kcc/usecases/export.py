@@ -20,16 +20,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from kcc.errors import Refused
 from kcc.registers.documenten import DocumentenClient
 from kcc.registers.klantinteracties import KlantinteractiesClient, RegisterRefused, RegisterUnreachable
 from kcc.usecases.export_bodies import ExportRefused
-from kcc.usecases.export_sync import DocumentSettings, DossierSync, JobClaim, LeaseLost, NotReady
+from kcc.usecases.export_sync import REPAIR, DocumentSettings, DossierSync, JobClaim, LeaseLost, NotReady
 from kcc.usecases.paging import Page
-from store.export import UNFINISHED, ExportJob, enqueue
+from store.export import UNFINISHED, ExportedRecord, ExportJob, enqueue
 from store.klantinteracties import Klantcontact
 from store.states import ExportStatus
 from store.types import utcnow
@@ -143,9 +143,15 @@ class Exporter:
                     total.add(summary)
         return total
 
-    def verify(self) -> list[str]:
+    def verify(self, *, repair: bool = False) -> list[str]:
         """Every exported klantcontact read back from the registers and compared, field by field and link by link,
-        with what kcc-mail holds; one line per difference. Nothing is sent or changed."""
+        with what kcc-mail holds; one line per difference. Nothing is sent.
+
+        With `repair`, each klantcontact that differs gets a job (reden `verify`) that the exporter's next round
+        carries out: a record gone from the register is looked up and made again, a record changed there is sent
+        whole again (kcc-mail's decision is the record). Documents changed in Open Zaak are listed, not repaired:
+        their content there is locked behind Open Zaak's own versioning.
+        """
         with self._uow() as uow:
             exported = list(uow.session.scalars(
                 select(ExportJob.klantcontact_id).where(ExportJob.status == ExportStatus.DONE)
@@ -166,6 +172,8 @@ class Exporter:
                     found.append(f"klantcontact {klantcontact_id}: cannot be compared: {exc}")
                     continue
                 found += [f"klantcontact {klantcontact_id}: {line}" for line in sync.differences]
+                if repair and (sync.gone or sync.changed):
+                    schedule_repair(self._uow(), klantcontact_id, gone=sync.gone, changed=sync.changed)
         return found
 
     def run_forever(self, stop: threading.Event, interval: float) -> None:
@@ -326,6 +334,21 @@ def backfill(uow: UnitOfWork) -> int:
             enqueue(session, missing[start:start + 500], "backfill")
         uow.commit()
     return len(missing)
+
+
+def schedule_repair(uow: UnitOfWork, klantcontact_id: int, *, gone: list[uuid.UUID], changed: list[uuid.UUID]
+                    ) -> None:
+    """Forget where the gone records were and what was sent of the changed ones, and queue the klantcontact."""
+    with uow:
+        session = uow.session
+        if gone:
+            session.execute(delete(ExportedRecord).where(ExportedRecord.local_uuid.in_(gone)))
+        if changed:
+            session.execute(update(ExportedRecord).where(ExportedRecord.local_uuid.in_(changed),
+                                                         ExportedRecord.soort != "informatieobject")
+                            .values(body_sha256=REPAIR).execution_options(synchronize_session=False))
+        enqueue(session, klantcontact_id, "verify")
+        uow.commit()
 
 
 def retry_failed(uow: UnitOfWork, *, now: datetime | None = None, klantcontact_id: int | None = None) -> int:

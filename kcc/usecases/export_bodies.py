@@ -210,7 +210,8 @@ MUTABLE = {
                      "plaatsgevondenOp"),
     "interne_taak": ("toegewezenAanActoren", "toelichting", "status", "afgehandeldOp"),
 }
-"""What may change after creation, and so is PATCHed; other records are created once and never changed."""
+"""What may change after creation, and so is PATCHed alone. Any other record is sent whole when its body
+changed: only when a record it refers to was made again in the register (found gone, then repaired)."""
 
 
 def patch_of(soort: str, body: Mapping[str, Any]) -> dict[str, Any]:

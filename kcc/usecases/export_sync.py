@@ -27,6 +27,7 @@ from kcc.registers.documenten import DocumentenClient
 from kcc.registers.http import JsonApi, RegisterRefused
 from kcc.registers.klantinteracties import KlantinteractiesClient
 from kcc.usecases.export_bodies import (
+    MUTABLE,
     Remote,
     actor_body,
     actor_klantcontact_body,
@@ -63,6 +64,11 @@ from store.uow import UnitOfWork
 
 Row = dict[str, Any]
 log = logging.getLogger(__name__)
+
+
+REPAIR = "repair"
+"""The digest of a mapped record `export verify --repair` found different in the register: its whole body is
+sent again, also the fields kcc-mail never changes after creation, to undo a change made there."""
 
 
 class NotReady(Exception):
@@ -193,6 +199,10 @@ class DossierSync:
         self._actor_lock = actor_lock or threading.Lock()
         self._verify = verify
         self.differences: list[str] = []
+        self.gone: list[uuid_module.UUID] = []
+        """Verify mode: mapped records the register no longer has (to be looked up and made again on repair)."""
+        self.changed: list[uuid_module.UUID] = []
+        """Verify mode: mapped records the register holds differently (to be sent whole again on repair)."""
         self._pending: list[tuple[str, uuid_module.UUID, Remote, str]] = []
         self._flushed_at = 0.0
         self._uow = uow_factory
@@ -355,10 +365,11 @@ class DossierSync:
             return self._compare(soort, local, known, self._client, body)
         if known is not None:
             remote, before = known
-            if before == sent or not patch_of(soort, body):
+            patch = patch_of(soort, body) if soort in MUTABLE and before != REPAIR else dict(body)
+            if before == sent or not patch:
                 return remote
             try:
-                self._client.update(remote.url, patch_of(soort, body))
+                self._client.update(remote.url, patch)
             except RegisterRefused as exc:
                 if exc.status != 404:
                     raise
@@ -394,8 +405,13 @@ class DossierSync:
             found = api.get(remote.url)
         except RegisterRefused as exc:
             self.differences.append(f"{soort} {local}: {remote.url} cannot be read ({exc.status}: {exc.detail})")
+            if exc.status == 404:
+                self.gone.append(local)
             return remote
-        self.differences += differences(f"{soort} {local}", body, found)
+        lines = differences(f"{soort} {local}", body, found)
+        if lines:
+            self.differences += lines
+            self.changed.append(local)
         return remote
 
     def _record(self, soort: str, local: uuid_module.UUID, remote: Remote, sent: str) -> None:
@@ -444,4 +460,5 @@ def _extend_lease(session: Session, claim: JobClaim, lease: timedelta) -> None:
         raise LeaseLost(f"the export jobs of klantcontact {claim.klantcontact_id} were taken over by another exporter")
 
 
-__all__ = ["DocumentSettings", "Dossier", "DossierSync", "JobClaim", "LeaseLost", "NotReady", "read_dossier"]
+__all__ = ["REPAIR", "DocumentSettings", "Dossier", "DossierSync", "JobClaim", "LeaseLost", "NotReady",
+           "read_dossier"]

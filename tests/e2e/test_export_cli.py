@@ -104,6 +104,14 @@ def test_an_operator_exports_sees_a_refusal_and_retries(workdir: Path, server: O
     after = status(workdir)
     assert (after["enabled"], after["jobs"]["failed"], after["jobs"]["done"]) == (True, 0, before + 1)
     assert kcc_mail("export", "verify", cwd=workdir, env=ENV).returncode == 0
+    (contact,) = server.all("klantcontacten")
+    contact["onderwerp"] = "Veranderd in Open Klant"
+    repair = kcc_mail("export", "verify", "--repair", cwd=workdir, env=ENV)
+    assert repair.returncode == 1 and "Veranderd in Open Klant" in repair.stdout
+    assert "queued (reden verify)" in repair.stderr
+    assert kcc_mail("export", "run", "--once", cwd=workdir, env=ENV).stdout.startswith("exported=1 ")
+    assert contact["onderwerp"] == "Vraag 0"
+    assert kcc_mail("export", "verify", cwd=workdir, env=ENV).returncode == 0
     assert len(server.all("klantcontacten")) == 1
 
 

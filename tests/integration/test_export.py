@@ -286,10 +286,21 @@ def test_verify_finds_what_changed_or_went_missing_in_the_register(exporting: Ex
     antwoord = exporting.remote(answered.antwoord_klantcontact_id)
     (betrokkene,) = exporting.under("betrokkenen", "hadKlantcontact", antwoord)
     del server.objects["betrokkenen"][betrokkene["uuid"]]
+    (vraag_betrokkene,) = exporting.under("betrokkenen", "hadKlantcontact", vraag)
+    (adres,) = exporting.under("digitaleadressen", "verstrektDoorBetrokkene", vraag_betrokkene)
+    adres["adres"] = "iemand.anders@example.nl"  # a field kcc-mail never changes after creation
     found = exporting.exporter.verify()
-    assert len(found) == 2, found
+    assert len(found) == 3, found
     assert any("onderwerp is \"Door iemand anders veranderd\" in the register, \"Nagaan\" here" in f for f in found)
     assert any("betrokkene" in f and "cannot be read (404" in f for f in found)
+    assert exporting.run(later=True).done == 0, "verify alone changes nothing"
+
+    assert exporting.exporter.verify(repair=True) == found
+    assert exporting.run().done == 2, "both klantcontacten queued for repair"
+    assert exporting.exporter.verify() == [], "repaired: the register holds kcc-mail's records again"
+    assert exporting.remote(answered.klantcontact_id)["onderwerp"] == "Nagaan"
+    assert adres["adres"] == "karel@example.nl"
+    assert len(exporting.under("betrokkenen", "hadKlantcontact", antwoord)) == 1, "made again, once"
 
 
 def test_a_task_gone_from_the_register_is_made_again_when_it_changes(exporting: Exporting) -> None:

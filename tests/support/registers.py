@@ -235,8 +235,9 @@ class OpenKlantServer:
         if len(path) == 2 and path[1] in store:
             if method == "GET":
                 return 200, store[path[1]]
-            if method == "PATCH":
-                refused = self._check(resource, data, store, patch=True)
+            if method == "PATCH":  # uniqueness is checked against the others, as Django's UniqueValidator does
+                others = {key: record for key, record in store.items() if key != path[1]}
+                refused = self._check(resource, data, others, patch=True)
                 if refused:
                     return 400, refused
                 store[path[1]].update({k: v for k, v in data.items() if k not in _READ_ONLY})
