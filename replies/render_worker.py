@@ -23,6 +23,10 @@ log = logging.getLogger(__name__)
 
 MEMORY_BYTES = 512 * 1024 * 1024
 """The address space the render process may use; a template that wants more fails with MemoryError."""
+START_SECONDS = 60.0
+"""How long a new render process may take to start (a fresh interpreter importing Jinja2, on a busy machine):
+not counted against the template's own budget, so a slow start never passes for a template that loops."""
+READY = "ready"
 
 
 def _serve(connection: Connection) -> None:
@@ -33,6 +37,7 @@ def _serve(connection: Connection) -> None:
 
     with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_AS, (MEMORY_BYTES, MEMORY_BYTES))
+    connection.send(READY)  # started and imported: from here on the clock is the template's
     while True:
         try:
             directory, name, context = connection.recv()
@@ -96,6 +101,14 @@ class RenderWorker:
         process.start()
         theirs.close()
         self._process, self._connection = process, ours
+        try:
+            started = ours.poll(START_SECONDS) and ours.recv() == READY
+        except (OSError, EOFError):
+            started = False
+        if not started:
+            self._stop()
+            raise TemplateError(f"the reply render process did not start within {START_SECONDS:g} s; the machine "
+                                "may be out of memory or processes. Try again; if it persists, check the service log")
         return ours
 
     def _stop(self) -> None:

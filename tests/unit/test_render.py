@@ -396,6 +396,17 @@ def test_a_template_that_never_ends_is_stopped_in_its_process_and_the_next_one_r
         worker.close()
 
 
+def test_the_first_reply_is_not_refused_for_the_time_its_render_process_takes_to_start(tmp_path: Path) -> None:
+    from replies.render_worker import RenderWorker
+
+    make_templates(tmp_path, {"kort.toml": "", "kort.txt.j2": "Dank, {{ klant_naam }}."})
+    worker = RenderWorker(seconds=0.25)  # less than a fresh interpreter takes to start and import Jinja2
+    try:
+        assert worker.render(tmp_path, "kort", {"klant_naam": "Karel"}).text == "Dank, Karel.\n"
+    finally:
+        worker.close()
+
+
 def test_nested_ranges_are_stopped_by_the_clock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import replies.templates
 
