@@ -301,6 +301,12 @@ def test_a_beheerder_resends_a_reply_whose_fate_was_uncertain(
     row.get_by_role("button", name=re.compile("opnieuw verzenden", re.I)).click()
     replies = wait_for(lambda: received_for(service.smtp, message_id), "the resent reply reaching the server")
     assert len(replies) == 1
+    carla.get_by_role("link", name="Export", exact=True).first.click()
+    assert "De export staat uit" in carla.content(), "the export is off here: the page says so"
+    waiting = carla.locator("table").first.locator("tbody td").first.inner_text()
+    assert int(waiting) >= 2, "the question and our answer wait for the export to be switched on"
+    accessible(carla)
+    shoot(carla, "export")
     big = customer_mail(f"Foto's {service.imap.name}", "x" * 250_000, message_id=f"groot-{service.imap.name}@x.nl")
     service.imap.append(big)
 
