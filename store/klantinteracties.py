@@ -158,6 +158,9 @@ class Onderwerpobject(Base):
     onderwerpobjectidentificator_code_register: Mapped[str] = mapped_column(SafeString(200), default="")
     onderwerpobjectidentificator_code_soort_object_id: Mapped[str] = mapped_column(SafeString(200), default="")
 
+    klantcontact: Mapped[Klantcontact | None] = relationship(foreign_keys=[klantcontact_id])
+    was_klantcontact: Mapped[Klantcontact | None] = relationship(foreign_keys=[was_klantcontact_id])
+
 
 class InterneTaak(Base):
     """A request to a colleague; its status is only te_verwerken or verwerkt, and afgehandeld_op follows it."""

@@ -36,20 +36,20 @@ def klant_adres(mail: InboundMail) -> str:
 
 
 def add_klant(session: Session, contact: Klantcontact, mail: InboundMail, *, initiator: bool) -> Betrokkene:
-    """The customer as betrokkene (not identified as a partij) with the e-mail address to reach them."""
+    """The customer as betrokkene (not identified as a partij) with the e-mail address to reach them (added, not
+    flushed)."""
     naam = contactnaam_from(mail.from_name)
     betrokkene = Betrokkene(
-        klantcontact_id=contact.id, was_partij_uuid=None, rol=Rol.KLANT, initiator=initiator,
+        klantcontact=contact, was_partij_uuid=None, rol=Rol.KLANT, initiator=initiator,
         organisatienaam=naam.organisatienaam, contactnaam_voorletters=naam.voorletters,
         contactnaam_voornaam=naam.voornaam, contactnaam_voorvoegsel_achternaam=naam.voorvoegsel_achternaam,
         contactnaam_achternaam=naam.achternaam,
     )
     session.add(betrokkene)
-    session.flush()
     adres = klant_adres(mail)
     if adres and fits(adres):
         session.add(DigitaalAdres(
-            betrokkene_id=betrokkene.id, soort_digitaal_adres=SoortDigitaalAdres.EMAIL, adres=adres,
+            betrokkene=betrokkene, soort_digitaal_adres=SoortDigitaalAdres.EMAIL, adres=adres,
             omschrijving="e-mail uit bericht",
         ))
     return betrokkene

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid as uuid_module
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -32,19 +33,19 @@ def add_bijlage(
     session: Session, contact: Klantcontact, document: Document, org: OrganisatieConfig, *, auteur: str,
     creatiedatum: datetime,
 ) -> Bijlage:
-    """An informatieobject for the stored bytes (no copy) and the bijlage that points at it by its uuid."""
+    """An informatieobject for the stored bytes (no copy) and the bijlage that points at it by its uuid (added, not
+    flushed; the uuid is set here because the bijlage names it)."""
     vertrouwelijkheid = (Vertrouwelijkheidaanduiding.VERTROUWELIJK if org.vertrouwelijk
                          else Vertrouwelijkheidaanduiding.INTERN)
     informatieobject = Informatieobject(
-        titel=fit_onderwerp(document.titel), bestandsnaam=document.bestandsnaam[:255],
+        uuid=uuid_module.uuid4(), titel=fit_onderwerp(document.titel), bestandsnaam=document.bestandsnaam[:255],
         formaat=document.formaat[:255], bestandsomvang=document.bestandsomvang, blob_sha256=document.sha256,
         creatiedatum=creatiedatum.date(), taal=org.taal[:3], vertrouwelijkheidaanduiding=vertrouwelijkheid,
         auteur=(auteur or "onbekend")[:200], integriteit_algoritme="sha_256", integriteit_waarde=document.sha256,
     )
     session.add(informatieobject)
-    session.flush()
     bijlage = Bijlage(
-        klantcontact_id=contact.id, informatieobject_id=informatieobject.id,
+        klantcontact=contact, informatieobject=informatieobject,
         bijlageidentificator_object_id=str(informatieobject.uuid),
         bijlageidentificator_code_objecttype=DOCUMENT_OBJECTTYPE,
         bijlageidentificator_code_register=DOCUMENT_REGISTER, bijlageidentificator_code_soort_object_id="uuid",

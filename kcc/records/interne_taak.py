@@ -35,7 +35,7 @@ def create_interne_taak(
     if not assigned:
         raise TaakError("a task must be assigned to at least one actor: --assign medewerker:… or afdeling:…")
     taak = InterneTaak(
-        aanleidinggevend_klantcontact_id=contact.id, gevraagde_handeling=handeling, toelichting=toelichting,
+        aanleidinggevend_klantcontact=contact, gevraagde_handeling=handeling, toelichting=toelichting,
         status=TaakStatus.TE_VERWERKEN, toegewezen_op=now, vervangt_taak_id=vervangt.id if vervangt else None,
     )
     session.add(taak)

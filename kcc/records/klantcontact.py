@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid as uuid_module
 from collections.abc import Iterable
 from datetime import datetime
 
@@ -38,21 +39,25 @@ def create_klantcontact(
     session: Session, org: OrganisatieConfig, *, onderwerp: str, inhoud: str, plaatsgevonden_op: datetime,
     indicatie_contact_gelukt: bool | None, referentienummer: str | None = None,
 ) -> Klantcontact:
-    """A klantcontact with the organisation's kanaal and taal; numbered now unless a number was reserved."""
+    """A klantcontact with the organisation's kanaal and taal; numbered now unless a number was reserved.
+
+    Not flushed: a decision adds everything it records and flushes once, so the rows of one table go in one
+    statement (a reply's two klantcontacten, betrokkenen, documents …); its uuid is set here, as others name it.
+    """
     contact = Klantcontact(
+        uuid=uuid_module.uuid4(),
         referentienummer=referentienummer or next_referentienummer(session), kanaal=org.kanaal[:50],
         onderwerp=fit_onderwerp(onderwerp), inhoud=fit_inhoud(inhoud), taal=org.taal[:3],
         vertrouwelijk=org.vertrouwelijk, plaatsgevonden_op=plaatsgevonden_op,
         indicatie_contact_gelukt=indicatie_contact_gelukt,
     )
     session.add(contact)
-    session.flush()
     return contact
 
 
 def link_actoren(session: Session, contact: Klantcontact, actoren: Iterable[Actor]) -> None:
     for actor in actoren:
-        session.add(ActorKlantcontact(actor_id=actor.id, klantcontact_id=contact.id))
+        contact.actoren.append(ActorKlantcontact(actor_id=actor.id))
 
 
 def earlier_klantcontact(session: Session, mail: InboundMail) -> Klantcontact | None:
@@ -76,7 +81,7 @@ def earlier_klantcontact(session: Session, mail: InboundMail) -> Klantcontact | 
 def link_onderwerp(session: Session, over: Klantcontact, was: Klantcontact) -> Onderwerpobject:
     """`over` is about `was`: a reply about the customer's mail, or a new mail about an earlier exchange."""
     onderwerp = Onderwerpobject(
-        klantcontact_id=over.id, was_klantcontact_id=was.id,
+        klantcontact=over, was_klantcontact=was,
         onderwerpobjectidentificator_object_id=str(was.uuid),
         onderwerpobjectidentificator_code_objecttype="klantcontact",
         onderwerpobjectidentificator_code_register="openklant",
@@ -90,7 +95,9 @@ def register_incoming(
     session: Session, mail: InboundMail, org: OrganisatieConfig, actoren: Iterable[Actor],
     *, referentienummer: str | None = None,
 ) -> Klantcontact:
-    """The customer's mail as klantcontact, with its betrokkene, actors, documents and earlier exchange."""
+    """The customer's mail as klantcontact, with its betrokkene, actors, documents and earlier exchange (added,
+    not flushed: see create_klantcontact)."""
+    earlier = earlier_klantcontact(session, mail)  # a query: before anything is added, so nothing is flushed yet
     contact = create_klantcontact(
         session, org, onderwerp=mail.subject, inhoud=mail.text_body, plaatsgevonden_op=mail.received_at,
         indicatie_contact_gelukt=True, referentienummer=referentienummer,
@@ -100,7 +107,6 @@ def register_incoming(
     auteur = mail.from_name or mail.from_address
     for document in mail_documents(mail):
         add_bijlage(session, contact, document, org, auteur=auteur, creatiedatum=mail.received_at)
-    earlier = earlier_klantcontact(session, mail)
     if earlier is not None:
         link_onderwerp(session, contact, earlier)
     return contact

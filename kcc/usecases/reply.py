@@ -143,10 +143,11 @@ def reply(
         mail = lock_mail_for_decision(session, mail_id)  # another employee may have decided meanwhile
         if refusal := refusal_to_answer(mail, follow_up):
             raise DecisionError(refusal)
+        digest = put_blob(session, composed.data)  # a statement of its own: before the records are added
         contact, beoordelaar, actoren = register_mail(session, config, mail, medewerker,
                                                       referentienummer=referentienummer)
-        antwoord, outbox = record_reply(session, config, mail, contact, composed, actoren, now, force=follow_up.force,
-                                        referentienummer=antwoord_nummer)
+        antwoord, outbox = record_reply(session, config, mail, contact, composed, digest, actoren, now,
+                                        force=follow_up.force, referentienummer=antwoord_nummer)
         mark_registered(session, mail, contact.id, beoordelaar, now)
         export.enqueue(session, [contact.id, antwoord.id], "registreren")  # in this order: the answer links to it
         audit.record(
@@ -161,9 +162,10 @@ def reply(
 
 def record_reply(
     session: Session, config: Config, mail: InboundMail, inkomend: Klantcontact, composed: ComposedReply,
-    actoren: list[Actor], now: datetime, *, force: bool, referentienummer: str | None = None,
+    digest: str, actoren: list[Actor], now: datetime, *, force: bool, referentienummer: str | None = None,
 ) -> tuple[Klantcontact, OutboxMessage]:
-    """Our answer as klantcontact about the customer's, with the sent .eml as bijlage and the outbox row."""
+    """Our answer as klantcontact about the customer's, with the sent .eml (stored as blob `digest`) as bijlage and
+    the outbox row. One flush for both klantcontacten and all they hold: a table's rows go in one statement."""
     uitgaand = create_klantcontact(
         session, config.organisatie, onderwerp=composed.subject, inhoud=composed.text, plaatsgevonden_op=now,
         indicatie_contact_gelukt=None, referentienummer=referentienummer,
@@ -171,12 +173,12 @@ def record_reply(
     add_klant(session, uitgaand, mail, initiator=False)
     link_actoren(session, uitgaand, actoren)
     link_onderwerp(session, uitgaand, inkomend)
-    digest = put_blob(session, composed.data)
     document = Document(
         titel=composed.subject, bestandsnaam=f"antwoord-{inkomend.referentienummer}.eml", formaat="message/rfc822",
         bestandsomvang=len(composed.data), sha256=digest,
     )
     add_bijlage(session, uitgaand, document, config.organisatie, auteur=config.organisatie.naam, creatiedatum=now)
+    session.flush()
     outbox = OutboxMessage(
         klantcontact_id=uitgaand.id, message_id=composed.message_id, blob_sha256=digest,
         envelope_from=composed.envelope_from, envelope_to=list(composed.recipients), status=OutboxStatus.PENDING,

@@ -96,6 +96,7 @@ def register(
         session = uow.session
         mail = lock_mail_for_decision(session, mail_id)
         contact, beoordelaar, _actoren = register_mail(session, config, mail, medewerker)
+        session.flush()  # the klantcontact's id, which the task, the mail and the export job refer to
         result = Registered(mail.id, contact.id, str(contact.uuid), contact.referentienummer)
         details: dict[str, object] = {"klantcontact": str(contact.uuid), "opvolging": "geen", **left_out_adres(mail)}
         if isinstance(follow_up, HandOff):
@@ -115,7 +116,9 @@ def register(
 def register_mail(
     session: Session, config: Config, mail: InboundMail, medewerker: ActorRef, *, referentienummer: str | None = None,
 ) -> tuple[Klantcontact, Actor, list[Actor]]:
-    """The incoming klantcontact of a locked mail, with the reviewing medewerker and this service as actors."""
+    """The incoming klantcontact of a locked mail, with the reviewing medewerker and this service as actors.
+
+    Added, not flushed (the caller flushes once for all it records; see create_klantcontact)."""
     beoordelaar, service = with_service_actor(session, medewerker)
     actoren = [beoordelaar, service]
     contact = register_incoming(session, mail, config.organisatie, actoren, referentienummer=referentienummer)

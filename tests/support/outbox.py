@@ -77,12 +77,12 @@ def queue_replies(
                 session, OrganisatieConfig(), onderwerp="Re: Vraag over de afvalkalender", inhoud=_ANSWER,
                 plaatsgevonden_op=now, indicatie_contact_gelukt=None,
             )
-            betrokkene = Betrokkene(klantcontact_id=contact.id, rol="klant", initiator=False,
+            betrokkene = Betrokkene(klantcontact=contact, rol="klant", initiator=False,
                                     contactnaam_achternaam="Wittewiek")
             session.add(betrokkene)
-            session.flush()
-            session.add(DigitaalAdres(betrokkene_id=betrokkene.id, soort_digitaal_adres="email", adres=to[0],
+            session.add(DigitaalAdres(betrokkene=betrokkene, soort_digitaal_adres="email", adres=to[0],
                                       omschrijving="e-mail uit bericht"))
+            session.flush()
             message_id = f"<antwoord-{uuid.uuid4().hex}@gemeente.example>"
             data = reply_bytes(message_id, ", ".join(to))
             outbox = OutboxMessage(
