@@ -11,6 +11,7 @@ import uuid as uuid_module
 from datetime import datetime
 
 from sqlalchemy import ForeignKey, Index, Integer, Uuid, insert
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from store.base import Base, Key, choice, created_column, id_column
@@ -70,3 +71,21 @@ def enqueue(session: Session, klantcontact_ids: list[int] | int, reden: str) -> 
          "lease_token": "", "next_attempt_at": now, "last_error": "", "created_at": now}
         for k in ids
     ])
+
+
+def remember_remote(session: Session, rows: list[dict[str, object]]) -> None:
+    """Write where local records went (keys: local_uuid, soort, remote_uuid, remote_url, body_sha256), in one
+    statement that inserts or updates: two exporters recording the same shared record (an actor) at once both
+    succeed, the later one's values kept."""
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    insert_into = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    now = utcnow()
+    statement = insert_into(ExportedRecord.__table__)  # type: ignore[arg-type]
+    statement = statement.on_conflict_do_update(
+        index_elements=["local_uuid"],
+        set_={name: statement.excluded[name]
+              for name in ("soort", "remote_uuid", "remote_url", "body_sha256", "exported_at")},
+    )
+    session.execute(statement, [{**row, "exported_at": now} for row in rows])

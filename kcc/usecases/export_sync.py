@@ -44,7 +44,7 @@ from kcc.usecases.export_bodies import (
     onderwerpobject_fields,
     patch_of,
 )
-from store.export import ExportedRecord, ExportJob
+from store.export import ExportedRecord, ExportJob, remember_remote
 from store.klantinteracties import (
     Actor,
     ActorKlantcontact,
@@ -339,11 +339,14 @@ class DossierSync:
         body = actor_body(row)
         ident = body["actoridentificator"]
         with self._actor_lock:
-            return self._ensure("actor", row["uuid"], "actoren", body, Lookup({
+            remote = self._ensure("actor", row["uuid"], "actoren", body, Lookup({
                 "actoridentificatorObjectId": ident["objectId"],
                 "actoridentificatorCodeRegister": ident["codeRegister"],
                 "actoridentificatorCodeSoortObjectId": ident["codeSoortObjectId"],
             }))
+            if self._pending and not self._verify:  # in the map before the next dossier looks: no two rows for it
+                self._flush()
+            return remote
 
     def _look_up(self, resource: str, lookup: Lookup) -> dict[str, Any] | None:
         """The remote object a lost answer or a crash left behind: the first that fits and is no one else's."""
@@ -434,14 +437,10 @@ class DossierSync:
         with self._uow() as uow:
             session = uow.session
             _extend_lease(session, self._claim, self._lease)
-            for soort, local, remote, sent in pending:
-                row = session.get(ExportedRecord, local)
-                if row is None:
-                    session.add(ExportedRecord(local_uuid=local, soort=soort, remote_uuid=remote.uuid,
-                                               remote_url=remote.url, body_sha256=sent, exported_at=utcnow()))
-                else:
-                    row.remote_uuid, row.remote_url, row.body_sha256, row.exported_at = (
-                        remote.uuid, remote.url, sent, utcnow())
+            latest = {local: (soort, remote, sent) for soort, local, remote, sent in pending}  # one row per record
+            remember_remote(session, [
+                {"local_uuid": local, "soort": soort, "remote_uuid": remote.uuid, "remote_url": remote.url,
+                 "body_sha256": sent} for local, (soort, remote, sent) in latest.items()])
             uow.commit()
 
 
