@@ -5,7 +5,8 @@ one short transaction, then for every record: already in the map → PATCH it if
 it up in the register first (a POST that arrived before a crash or a timeout is found there, never made twice),
 and only then create it. The outcomes are written to the map in one short transaction at the end of the pass
 (and at least every quarter of the lease) that also checks and extends the lease; what a crash loses before
-that, the next pass's lookups find.
+that, the next pass's lookups find. Documents, inline or through bestandsdelen, are kcc.usecases.export_documents'
+job; one enters the map only once the register has it whole.
 """
 
 from __future__ import annotations

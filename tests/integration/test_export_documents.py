@@ -267,3 +267,62 @@ def test_a_part_is_read_from_the_database_a_window_at_a_time(registers: Register
     window = BlobWindow(registers.app.uow, sha, PART, 2 * PART + 5, window=1000)
     assert window.seek(0, os.SEEK_END) == 2 * PART + 5 and window.seek(0) == 0
     assert window.read() == PHOTO[PART:3 * PART + 5]
+
+
+def zgw(method: str, url: str, **kwargs: Any) -> Any:
+    """A request as another client of the Documenten API makes it (an operator's tool, Open Zaak's admin)."""
+    import httpx
+
+    from kcc.registers.documenten import zgw_token
+
+    return httpx.request(method, url, headers={"Authorization": f"Bearer {zgw_token(CLIENT_ID, SECRET)}"}, **kwargs)
+
+
+def test_an_upload_an_operator_unlocked_halfway_is_given_its_parts_anew(registers: Registers) -> None:
+    drc = registers.drc
+    drc.hang_seconds = 3
+    raw = large_mail()
+    klantcontact_id = registered(registers, raw)
+    drc.fail("500-after", "PUT", "bestandsdelen")  # one part arrived, then the answer was lost
+    assert registers.run().retry == 1
+    (stuck,) = registers.documents()
+    drc.geforceerd_unlock = True  # the operator's own client may unlock by force; kcc-mail's may not
+    assert zgw("POST", f"{stuck['url']}/unlock", json={}).status_code == 204
+    drc.geforceerd_unlock = False
+    assert (stuck["locked"], stuck["inhoud"], stuck["bestandsomvang"], stuck["bestandsdelen"]) == (
+        False, None, None, []), "Open Zaak drops the parts of an unfinished upload it unlocks by force"
+    assert registers.run(later=True).done == 1
+    registers.assert_whole_once(klantcontact_id, raw)
+    assert stuck["versie"] == 2, "the same document, locked again and given its bestandsomvang anew"
+
+
+def test_the_test_server_refuses_what_open_zaak_refuses(registers: Registers) -> None:
+    """The flow's checks, so the export tests above are tried against a register as strict as the real one."""
+    drc = registers.drc
+    body = {"bronorganisatie": RSIN, "creatiedatum": "2026-12-01", "titel": "groot.bin", "auteur": "kcc-mail",
+            "taal": "nld", "bestandsnaam": "groot.bin", "bestandsomvang": PART + 10,
+            "informatieobjecttype": INFORMATIEOBJECTTYPE}
+    created = zgw("POST", f"{drc.url}/enkelvoudiginformatieobjecten", json=body).json()
+    first, last = created["bestandsdelen"]
+    assert (created["locked"], first["omvang"], last["omvang"], created["inhoud"]) == (True, PART, 10, None)
+    lock = created["lock"]
+    data = os.urandom(PART + 10)
+
+    def put(part: dict[str, Any], content: bytes, with_lock: str) -> Any:
+        return zgw("PUT", part["url"], files={"inhoud": ("groot.bin", content)}, data={"lock": with_lock})
+
+    def unlock(with_lock: str) -> Any:
+        return zgw("POST", f"{created['url']}/unlock", json={"lock": with_lock})
+
+    assert put(first, data[:PART], "a-wrong-lock").json()["invalidParams"][0]["code"] == "incorrect-lock-id"
+    assert put(first, data[:PART - 1], lock).json()["invalidParams"][0]["code"] == "file-size"
+    assert unlock(lock).json()["invalidParams"][0]["code"] == "file-size", "nothing uploaded yet"
+    assert put(first, data[:PART], lock).json()["voltooid"] is True
+    assert unlock(lock).json()["invalidParams"][0]["code"] == "incomplete-upload"
+    assert put(last, data[PART:], lock).status_code == 200
+    assert unlock("a-wrong-lock").status_code == 400
+    assert unlock(lock).status_code == 204
+    document = zgw("GET", created["url"]).json()
+    assert (document["locked"], document["bestandsdelen"]) == (False, [])
+    assert zgw("GET", created["url"]).json()["inhoud"] and drc.contents[created["url"]] == data
+    assert drc.invalid == []
