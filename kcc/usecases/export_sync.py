@@ -43,7 +43,7 @@ from kcc.usecases.export_bodies import (
     onderwerpobject_fields,
     patch_of,
 )
-from kcc.usecases.export_documents import DocumentExport, DocumentSettings, remote_of
+from kcc.usecases.export_documents import DocumentExport, DocumentSettings, is_whole, remote_of
 from store.export import ExportedRecord, ExportJob
 from store.klantinteracties import (
     Actor,
@@ -298,27 +298,41 @@ class DossierSync:
             return self._compare_document(documents, api, document, known)
         if known is not None:
             return known[0]
-        remote = documents.ensure(document)
-        self.changes += documents.changes
+        try:
+            remote = documents.ensure(document)
+        finally:
+            self.changes += documents.changes
         self._record("informatieobject", document["uuid"], remote, "")
         return remote
 
     def _compare_document(self, documents: DocumentExport, api: DocumentenClient, document: Row,
                           known: tuple[Remote, str] | None) -> Remote:
-        """Verify mode: the document read back (or looked up, when a crash left it unmapped) and compared."""
+        """Verify mode: the document read back (or looked up, when a crash left it unmapped) and compared.
+
+        One gone (404) or with its upload unfinished counts as gone for `--repair`: the next round looks it up
+        and makes or finishes it; one that differs otherwise is only listed (Open Zaak keeps its versions).
+        """
+        local = document["uuid"]
         if known is not None:
             try:
                 found: Row | None = api.get(known[0].url)
             except RegisterRefused as exc:
-                self.differences.append(f"informatieobject {document['uuid']}: {known[0].url} cannot be read "
+                self.differences.append(f"informatieobject {local}: {known[0].url} cannot be read "
                                         f"({exc.status}: {exc.detail})")
+                if exc.status == 404:
+                    self.gone.append(local)
                 return known[0]
         else:
             found = documents.find(document)
         if found is None:
-            self.differences.append(f"informatieobject {document['uuid']}: not in the register")
+            self.differences.append(f"informatieobject {local}: not in the register")
             return Remote("00000000-0000-0000-0000-000000000000", "")
-        self.differences += documents.differences(document, found)
+        lines = documents.differences(document, found)
+        self.differences += lines
+        if not is_whole(found):
+            self.gone.append(local)
+        elif lines:
+            self.changed.append(local)
         return remote_of(found)
 
     def _actor(self, row: Row) -> Remote:

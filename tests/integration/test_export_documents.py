@@ -326,3 +326,22 @@ def test_the_test_server_refuses_what_open_zaak_refuses(registers: Registers) ->
     assert (document["locked"], document["bestandsdelen"]) == (False, [])
     assert zgw("GET", created["url"]).json()["inhoud"] and drc.contents[created["url"]] == data
     assert drc.invalid == []
+
+
+def test_verify_repair_finishes_a_document_a_restored_register_has_unfinished(registers: Registers) -> None:
+    drc = registers.drc
+    raw = large_mail()
+    klantcontact_id = registered(registers, raw)
+    assert registers.run().done == 1
+    photo = next(d for d in registers.documents() if d["formaat"] == "image/jpeg")
+    key = photo["url"].rpartition("/")[2]
+    with drc.lock:  # Open Zaak restored from a backup taken while the photo's upload was under way
+        del drc.contents[photo["url"]]
+        drc.locks[key] = "lock-from-the-backup"
+        drc._hand_out_parts(key, photo["bestandsomvang"])
+        drc._show(key)
+    found = registers.exporter.verify(repair=True)
+    assert len(found) == 1 and "upload unfinished in the register (locked, 0 of 5" in found[0], found
+    assert registers.run().done == 1
+    registers.assert_whole_once(klantcontact_id, raw)
+    assert registers.exporter.verify() == []
