@@ -176,7 +176,10 @@ class DocumentExport:
             return remote_of(created)
         created = self._api.create(RESOURCE, self._body(document, None))
         self.changes += 1
-        self._upload(document, created, str(created.get("lock") or ""))
+        if created.get("lock"):
+            self._upload(document, created, str(created["lock"]))
+        else:  # a register that keeps the lock out of the create answer: as if the answer had been lost
+            self._finish(document, created)
         return remote_of(created)
 
     def _finish(self, document: Row, found: Row) -> None:
@@ -205,8 +208,8 @@ class DocumentExport:
     def _upload(self, document: Row, eio: Row, lock: str) -> None:
         """Every part not yet voltooid, its bytes streamed from the database; then the unlock that joins them."""
         if not lock:
-            raise RegisterRefused(f"document {eio['url']} was created for an upload in parts but the register "
-                                  "gave no lock; is documenten.url the Documenten API?", 0, "no lock in the answer")
+            raise RegisterRefused(f"the register gave no lock for document {eio['url']}, so its parts cannot be "
+                                  "uploaded; is documenten.url the Documenten API?", 0, "no lock in the answer")
         for part, offset in open_parts(eio):
             self._keep_lease()
             with BlobWindow(self._uow, document["blob_sha256"], offset, int(part["omvang"])) as inhoud:
