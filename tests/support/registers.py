@@ -6,7 +6,8 @@ so a test can assert that kcc-mail never sent one. Beyond the specification it b
 Open Klant 2.18 does: uuids assigned by the server, `verstrektDoorPartij` required, Django's e-mail check,
 referentienummer unique, no uniqueness on actors, `toegewezenOp` set by the server, `Authorization: Token …`
 or 401, paginated lists. It can fail on demand (`fail`): a 500 before or after carrying a request out, an answer
-that never comes, or a connection cut halfway through the answer.
+that never comes, or a connection cut halfway through the answer. `OpenZaakServer` is the Documenten API beside
+it, with Open Zaak 1.30's large-file upload (bestandsdelen, lock, unlock) as read from its source.
 """
 
 from __future__ import annotations
@@ -128,7 +129,10 @@ def _nullable_references(node: Any, schemas: dict[str, Any]) -> None:
 
 @dataclass
 class Fault:
-    """What the next matching request suffers: `kind` is 500, 500-after, timeout-after or cut-after."""
+    """What the next matching request suffers: `kind` is 500, 500-after, timeout-after or cut-after.
+
+    `resource` is a collection ("bestandsdelen", "enkelvoudiginformatieobjecten") or one of its actions
+    ("enkelvoudiginformatieobjecten/unlock", "…/lock"); empty matches every request."""
 
     kind: str
     method: str = ""
