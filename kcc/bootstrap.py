@@ -231,8 +231,8 @@ def documenten_settings(documenten: DocumentenConfig, environ: Mapping[str, str]
 
 def export_settings(config: Config) -> ExportSettings:
     documenten = config.documenten
-    documents = (DocumentSettings(documenten.bronorganisatie, documenten.informatieobjecttype)
-                 if documenten.enabled else None)
+    documents = (DocumentSettings(documenten.bronorganisatie, documenten.informatieobjecttype,
+                                  documenten.inline_max_bytes) if documenten.enabled else None)
     return ExportSettings(
         referentienummer_prefix=config.openklant.referentienummer_prefix, lease_seconds=config.export.lease_seconds,
         batch_size=config.export.batch_size, retry_max_seconds=config.export.retry_max_seconds,

@@ -240,10 +240,17 @@ class DocumentenConfig:
     bronorganisatie: str = ""
     informatieobjecttype: str = ""
     timeout: float = 60.0
+    inline_max_bytes: int = 4 * 1024 * 1024
+    """A document up to this size goes inline (base64 in the JSON POST); a larger one through the API's
+    bestandsdelen upload, part by part, so it is never held whole in memory as one JSON body."""
 
     @property
     def enabled(self) -> bool:
         return bool(self.url)
+
+
+INLINE_MAX_BYTES_LIMIT = 64 * 1024 * 1024
+"""Inline a document is base64 in one JSON body (a third larger) held in memory: beyond this, bestandsdelen."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -630,3 +637,8 @@ def check_documenten(documenten: DocumentenConfig, openklant: OpenKlantConfig, w
                           "informatieobjecttype in the Catalogi API")
     if documenten.timeout <= 0:
         raise ConfigError(f"{where}: documenten.timeout must be more than 0, not {documenten.timeout}")
+    if not 0 <= documenten.inline_max_bytes <= INLINE_MAX_BYTES_LIMIT:
+        raise ConfigError(
+            f"{where}: documenten.inline_max_bytes must be a number of bytes from 0 to {INLINE_MAX_BYTES_LIMIT} "
+            f"(64 MiB), not {documenten.inline_max_bytes}; larger documents go through bestandsdelen anyway, "
+            "so 4194304 (4 MiB, the default) suits most registers")

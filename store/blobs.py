@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from store.mail import Blob
@@ -28,3 +28,13 @@ def get_blob(session: Session, digest: str) -> bytes:
     if data is None:
         raise LookupError(f"blob {digest} is missing from the database; restore it from a backup")
     return data
+
+
+def read_blob_slice(session: Session, digest: str, offset: int, length: int) -> bytes:
+    """`length` bytes of a blob from `offset` (0-based), read in the database: a large document is sent part by
+    part without its whole bytes in this process (SUBSTR counts bytes on a BLOB and a bytea, from 1)."""
+    data = session.execute(
+        select(func.substr(Blob.data, offset + 1, length)).where(Blob.sha256 == digest)).scalar_one_or_none()
+    if data is None:
+        raise LookupError(f"blob {digest} is missing from the database; restore it from a backup")
+    return bytes(data)

@@ -72,9 +72,7 @@ class JsonApi:
 
     def get(self, url: str) -> dict[str, Any]:
         """The object at `url` (an url the API gave out)."""
-        if not self.owns(url):
-            raise RegisterRefused(f"GET {url}: not an address of {self._base}", 0,
-                                  "the stored remote url belongs to another API; was its url changed?")
+        self._check_owned("GET", url)
         return self._request("GET", url)
 
     def create(self, resource: str, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -82,10 +80,14 @@ class JsonApi:
 
     def update(self, url: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """PATCH the object at `url` (an url the API gave out, so on this API)."""
-        if not self.owns(url):
-            raise RegisterRefused(f"PATCH {url}: not an address of {self._base}", 0,
-                                  "the stored remote url belongs to another API; was its url changed?")
+        self._check_owned("PATCH", url)
         return self._request("PATCH", url, json=body)
+
+    def _check_owned(self, method: str, url: str) -> None:
+        """Only urls of this API are sent to: a stored url of another register is never given our credentials."""
+        if not self.owns(url):
+            raise RegisterRefused(f"{method} {url}: not an address of {self._base}", 0,
+                                  "the stored remote url belongs to another API; was its url changed?")
 
     def _request(self, method: str, url: str, **kwargs: Any) -> dict[str, Any]:
         what = f"{method} {_path(url, self._base)}"
@@ -103,6 +105,8 @@ class JsonApi:
             hint = f" ({self._secret_hint})" if response.status_code in (401, 403) else ""
             raise RegisterRefused(f"{what}: refused with {response.status_code}{hint}: {detail}",
                                   response.status_code, detail)
+        if response.status_code == 204:  # done, nothing to say (the Documenten API's unlock)
+            return {}
         try:
             data = response.json()
         except ValueError:

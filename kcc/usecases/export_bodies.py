@@ -177,14 +177,15 @@ DOCUMENT_OBJECTTYPE = "enkelvoudiginformatieobject"
 DOCUMENT_REGISTER = "open-zaak"
 
 
-def informatieobject_body(document: Mapping[str, Any], inhoud: str, *, bronorganisatie: str,
+def informatieobject_body(document: Mapping[str, Any], inhoud: str | None, *, bronorganisatie: str,
                           informatieobjecttype: str) -> dict[str, Any]:
-    """An EnkelvoudigInformatieObject with its bytes inline (base64 in `inhoud`).
+    """An EnkelvoudigInformatieObject with its bytes inline (base64 in `inhoud`), or without `inhoud` (None):
+    then its `bestandsomvang` makes the register hand out bestandsdelen to upload the bytes in.
 
     Its `identificatie` is the local uuid, so a document whose answer was lost is found again by it; Open Zaak
     wants `integriteit.datum` whenever `integriteit` is sent.
     """
-    return {
+    body = {
         "identificatie": str(document["uuid"]), "bronorganisatie": bronorganisatie,
         "creatiedatum": document["creatiedatum"].isoformat(), "titel": document["titel"] or document["bestandsnaam"],
         "vertrouwelijkheidaanduiding": document["vertrouwelijkheidaanduiding"], "auteur": document["auteur"],
@@ -194,6 +195,9 @@ def informatieobject_body(document: Mapping[str, Any], inhoud: str, *, bronorgan
         "integriteit": {"algoritme": document["integriteit_algoritme"], "waarde": document["integriteit_waarde"],
                         "datum": document["creatiedatum"].isoformat()},
     }
+    if inhoud is None:
+        del body["inhoud"]
+    return body
 
 
 def bijlage_body(klantcontact: Remote, document: Remote) -> dict[str, Any]:

@@ -5,12 +5,12 @@ one short transaction, then for every record: already in the map → PATCH it if
 it up in the register first (a POST that arrived before a crash or a timeout is found there, never made twice),
 and only then create it. The outcomes are written to the map in one short transaction at the end of the pass
 (and at least every quarter of the lease) that also checks and extends the lease; what a crash loses before
-that, the next pass's lookups find.
+that, the next pass's lookups find. Documents, inline or through bestandsdelen, are kcc.usecases.export_documents'
+job; one enters the map only once the register has it whole.
 """
 
 from __future__ import annotations
 
-import base64
 import logging
 import threading
 import time
@@ -37,13 +37,13 @@ from kcc.usecases.export_bodies import (
     differences,
     digest,
     digitaal_adres_body,
-    informatieobject_body,
     interne_taak_body,
     klantcontact_body,
     onderwerpobject_body,
     onderwerpobject_fields,
     patch_of,
 )
+from kcc.usecases.export_documents import DocumentExport, DocumentSettings, is_whole, remote_of
 from store.export import ExportedRecord, ExportJob, remember_remote
 from store.klantinteracties import (
     Actor,
@@ -57,7 +57,6 @@ from store.klantinteracties import (
     Klantcontact,
     Onderwerpobject,
 )
-from store.mail import Blob
 from store.states import ExportStatus
 from store.types import utcnow
 from store.uow import UnitOfWork
@@ -162,14 +161,6 @@ def read_dossier(uow: UnitOfWork, klantcontact_id: int) -> Dossier:
         for row in session.scalars(select(ExportedRecord).where(ExportedRecord.local_uuid.in_(local))):
             dossier.remote[row.local_uuid] = (Remote(row.remote_uuid, row.remote_url), row.body_sha256)
         return dossier
-
-
-@dataclass(frozen=True, slots=True)
-class DocumentSettings:
-    """What Open Zaak needs on every document: the municipality's RSIN and a published informatieobjecttype."""
-
-    bronorganisatie: str
-    informatieobjecttype: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,40 +290,50 @@ class DossierSync:
         return dict(created)
 
     def _document(self, api: DocumentenClient, settings: DocumentSettings, document: Row) -> Remote:
-        """The document in the Documenten API, looked up by its identificatie (the local uuid) before a POST.
-
-        Its bytes are read only when it must be created, in a short transaction of their own.
-        """
+        """The document whole in the Documenten API (kcc.usecases.export_documents); mapped only once it is."""
         assert self._dossier is not None
         known = self._dossier.remote.get(document["uuid"])
+        documents = DocumentExport(api, self._uow, settings, keep_lease=self._keep_lease)
         if self._verify:
-            return self._compare("informatieobject", document["uuid"], known, api, {
-                "identificatie": str(document["uuid"]), "bestandsnaam": document["bestandsnaam"],
-                "bestandsomvang": document["bestandsomvang"], "formaat": document["formaat"],
-                "integriteit": {"algoritme": document["integriteit_algoritme"],
-                                "waarde": document["integriteit_waarde"]}})
+            return self._compare_document(documents, api, document, known)
         if known is not None:
             return known[0]
-        found = api.find("enkelvoudiginformatieobjecten", {
-            "bronorganisatie": settings.bronorganisatie, "identificatie": str(document["uuid"])})
-        if found:
-            remote = Remote(str(found[0]["url"]).rstrip("/").rpartition("/")[2], str(found[0]["url"]))
-        else:
-            body = informatieobject_body(document, base64.b64encode(self._bytes(document["blob_sha256"])).decode(),
-                                         bronorganisatie=settings.bronorganisatie,
-                                         informatieobjecttype=settings.informatieobjecttype)
-            created = api.create("enkelvoudiginformatieobjecten", body)
-            remote = Remote(str(created["url"]).rstrip("/").rpartition("/")[2], str(created["url"]))
-            self.changes += 1
+        try:
+            remote = documents.ensure(document)
+        finally:
+            self.changes += documents.changes
         self._record("informatieobject", document["uuid"], remote, "")
         return remote
 
-    def _bytes(self, sha256: str) -> bytes:
-        with self._uow() as uow:
-            data = uow.session.scalar(select(Blob.data).where(Blob.sha256 == sha256))
-        if data is None:
-            raise LookupError(f"the stored bytes {sha256[:12]}… of a document are gone; it cannot be exported")
-        return bytes(data)
+    def _compare_document(self, documents: DocumentExport, api: DocumentenClient, document: Row,
+                          known: tuple[Remote, str] | None) -> Remote:
+        """Verify mode: the document read back (or looked up, when a crash left it unmapped) and compared.
+
+        One gone (404) or with its upload unfinished counts as gone for `--repair`: the next round looks it up
+        and makes or finishes it; one that differs otherwise is only listed (Open Zaak keeps its versions).
+        """
+        local = document["uuid"]
+        if known is not None:
+            try:
+                found: Row | None = api.get(known[0].url)
+            except RegisterRefused as exc:
+                self.differences.append(f"informatieobject {local}: {known[0].url} cannot be read "
+                                        f"({exc.status}: {exc.detail})")
+                if exc.status == 404:
+                    self.gone.append(local)
+                return known[0]
+        else:
+            found = documents.find(document)
+        if found is None:
+            self.differences.append(f"informatieobject {local}: not in the register")
+            return Remote("00000000-0000-0000-0000-000000000000", "")
+        lines = documents.differences(document, found)
+        self.differences += lines
+        if not is_whole(found):
+            self.gone.append(local)
+        elif lines:
+            self.changed.append(local)
+        return remote_of(found)
 
     def _actor(self, row: Row) -> Remote:
         """Open Klant has no uniqueness on actors: the one with our identificator is looked up before any POST."""
@@ -422,6 +423,10 @@ class DossierSync:
         assert self._dossier is not None
         self._dossier.remote[local] = (remote, sent)
         self._pending.append((soort, local, remote, sent))
+        self._keep_lease()
+
+    def _keep_lease(self) -> None:
+        """Between the parts of a long upload: write what is known and extend the lease every quarter of it."""
         if time.monotonic() - self._flushed_at > self._lease.total_seconds() / 4:
             self._flush()
 

@@ -6,7 +6,8 @@ so a test can assert that kcc-mail never sent one. Beyond the specification it b
 Open Klant 2.18 does: uuids assigned by the server, `verstrektDoorPartij` required, Django's e-mail check,
 referentienummer unique, no uniqueness on actors, `toegewezenOp` set by the server, `Authorization: Token …`
 or 401, paginated lists. It can fail on demand (`fail`): a 500 before or after carrying a request out, an answer
-that never comes, or a connection cut halfway through the answer.
+that never comes, or a connection cut halfway through the answer. `OpenZaakServer` is the Documenten API beside
+it, with Open Zaak 1.30's large-file upload (bestandsdelen, lock, unlock) as read from its source.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from joserfc import jwt as jose_jwt
 from joserfc.jwk import OctKey
 from openapi_core import OpenAPI
 from openapi_core.contrib.starlette.requests import StarletteOpenAPIRequest
+from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
@@ -69,8 +71,22 @@ def openapi(path: Path = SPEC) -> OpenAPI:
         spec = yaml.safe_load(path.read_text(encoding="utf-8"))
         _nullable_references(spec, spec["components"]["schemas"])
         _local_references_only(spec)
+        _ignored_header_parameters(spec)
         _SPEC_CACHE[path] = OpenAPI.from_dict(spec, base_uri=path.as_uri())
     return _SPEC_CACHE[path]
+
+
+def _ignored_header_parameters(spec: dict[str, Any]) -> None:
+    """OpenAPI 3.0.3 says a header parameter named Accept, Content-Type or Authorization "SHALL be ignored";
+    openapi-core checks it anyway. The Documenten specification declares `Content-Type: application/json` even on
+    the multipart PUT of a bestandsdeel, which Open Zaak (and every client) sends as multipart/form-data: the media
+    type is checked by the request body's `content` instead, as the standard means."""
+    ignored = {"accept", "content-type", "authorization"}
+    for operations in spec.get("paths", {}).values():
+        for operation in operations.values():
+            if isinstance(operation, dict) and "parameters" in operation:
+                operation["parameters"] = [p for p in operation["parameters"] if not (
+                    p.get("in") == "header" and str(p.get("name", "")).lower() in ignored)]
 
 
 def _local_references_only(node: Any) -> None:
@@ -113,7 +129,10 @@ def _nullable_references(node: Any, schemas: dict[str, Any]) -> None:
 
 @dataclass
 class Fault:
-    """What the next matching request suffers: `kind` is 500, 500-after, timeout-after or cut-after."""
+    """What the next matching request suffers: `kind` is 500, 500-after, timeout-after or cut-after.
+
+    `resource` is a collection ("bestandsdelen", "enkelvoudiginformatieobjecten") or one of its actions
+    ("enkelvoudiginformatieobjecten/unlock", "…/lock"); empty matches every request."""
 
     kind: str
     method: str = ""
@@ -182,7 +201,7 @@ class OpenKlantServer:
         body = await request.body()
         path = request.url.path.removeprefix(self.base_path).strip("/").split("/")
         method = request.method
-        resource = path[0] if path else ""
+        resource = "/".join(path[0:3:2]) if path else ""  # a collection, or one of its actions: "…/unlock"
         with self.lock:
             self.requests.append((method, resource))
             fault = self._fault(method, resource)
@@ -200,7 +219,7 @@ class OpenKlantServer:
             await _respond(send, 400, {"title": "Invalid input.", "invalidParams": [
                 {"name": "nonFieldErrors", "code": "invalid", "reason": reasons}]})
             return
-        data = json.loads(body) if body else None
+        data = await _payload(request, body)
         if self.delay_seconds:
             await asyncio.sleep(self.delay_seconds)
         with self.lock:
@@ -214,7 +233,8 @@ class OpenKlantServer:
             await asyncio.sleep(self.hang_seconds)
             await _respond(send, status, answer)
         elif status < 400 and fault == "cut-after":
-            await send({"type": "http.response.start", "status": status,
+            # a 204 has no body to cut: the cut answer is sent as a 200 whose body breaks off all the same
+            await send({"type": "http.response.start", "status": 200 if status == 204 else status,
                         "headers": [(b"content-type", b"application/json"), (b"content-length", b"100000")]})
             await send({"type": "http.response.body", "body": b'{"uuid": "', "more_body": True})
             raise ConnectionAbortedError("fault injected: connection cut mid-response")
@@ -405,7 +425,21 @@ def _reason(error: Exception) -> str:
     return f"{error}" + (f" ({cause})" if cause else "")
 
 
+async def _payload(request: Request, body: bytes) -> Any:
+    """The request's data: JSON, or a multipart form (a bestandsdeel) with each file part's bytes."""
+    if not body:
+        return None
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        return json.loads(body)
+    form = await request.form()
+    return {key: (await value.read() if isinstance(value, UploadFile) else value) for key, value in form.items()}
+
+
 async def _respond(send: Send, status: int, body: Any) -> None:
+    if status == 204:
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+        return
     data = json.dumps(body).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
@@ -413,13 +447,53 @@ async def _respond(send: Send, status: int, body: Any) -> None:
 
 
 @dataclass
+class Bestandsdeel:
+    """One part of a large document's upload, as Open Zaak keeps it until the unlock joins the parts."""
+
+    uuid: str
+    document: str
+    """The document's key in `objects`."""
+    volgnummer: int
+    omvang: int
+    inhoud: bytes | None = None
+
+    @property
+    def voltooid(self) -> bool:
+        return self.inhoud is not None and len(self.inhoud) == self.omvang
+
+
+OPEN_ZAAK_PART_SIZE = 4 * 2**30
+"""Open Zaak's DOCUMENTEN_UPLOAD_CHUNK_SIZE by default (its MIN_UPLOAD_SIZE, 4 GiB): one part for most files."""
+
+
+@dataclass
 class OpenZaakServer(OpenKlantServer):
     """The Documenten API of Open Zaak: a ZGW JWT (HS256, the client's secret), an RSIN, a published
-    informatieobjecttype, `integriteit.datum`, and an `identificatie` it assigns when none is given."""
+    informatieobjecttype, `integriteit.datum`, and an `identificatie` it assigns when none is given.
+
+    Large files as Open Zaak 1.30 takes them: a document posted without `inhoud` and with a `bestandsomvang` is
+    created locked, with `bestandsdelen` of `part_size` bytes (the last one the rest) and its `lock` in the
+    answer; every bestandsdeel shows the document's current lock, as Open Zaak's serializer does. A part is PUT as
+    multipart/form-data with the lock (400 "incorrect-lock-id" otherwise) and exactly `omvang` bytes (400
+    "file-size"). The unlock with the lock refuses while parts are missing (400 "incomplete-upload") and joins
+    them when all are voltooid. A forced unlock (any unlock by a client with documenten.geforceerd-unlock, set by
+    `geforceerd_unlock`) skips those checks and, like Open Zaak, drops the parts of an unfinished upload and its
+    bestandsomvang. `lock` checks a document out again; a PATCH needs the lock, makes a new versie, and hands
+    out fresh bestandsdelen when the document has no bytes and gets a bestandsomvang.
+    """
 
     spec: Path = DRC_SPEC
     base_path: str = DRC_PATH
     numbered: int = 0
+    part_size: int = OPEN_ZAAK_PART_SIZE
+    geforceerd_unlock: bool = False
+    """Does kcc-mail's client have the scope documenten.geforceerd-unlock (Open Zaak's Autorisaties)?"""
+    lock_in_bestandsdelen: bool = True
+    """Open Zaak 1.30 shows the lock in each bestandsdeel; False plays a register that keeps it to itself."""
+    contents: dict[str, bytes] = field(default_factory=dict)
+    locks: dict[str, str] = field(default_factory=dict)
+    """The lock of each locked document, by its key in `objects`."""
+    parts: dict[str, Bestandsdeel] = field(default_factory=dict)
 
     def _authorized(self, header: str) -> bool:
         scheme, _, token = header.partition(" ")
@@ -431,38 +505,151 @@ class OpenZaakServer(OpenKlantServer):
             return False
         return bool(claims.get("client_id") == CLIENT_ID and abs(time.time() - int(claims.get("iat", 0))) < 300)
 
+    def _handle(self, method: str, path: list[str], query: dict[str, str], data: Any) -> tuple[int, Any]:
+        documents = self.objects.setdefault("enkelvoudiginformatieobjecten", {})
+        if path[0] == "bestandsdelen" and method == "PUT" and len(path) == 2:
+            return self._put_part(path[1], data or {})
+        if path[0] != "enkelvoudiginformatieobjecten" or len(path) < 2 or path[1] not in documents:
+            return super()._handle(method, path, query, data)
+        key = path[1]
+        if method == "POST" and path[2:] == ["lock"]:
+            return self._lock(key)
+        if method == "POST" and path[2:] == ["unlock"]:
+            return self._unlock(key, (data or {}).get("lock", ""))
+        if method == "PATCH" and len(path) == 2:
+            return self._patch(key, data)
+        return super()._handle(method, path, query, data)
+
+    def _create(self, resource: str, store: dict[str, dict[str, Any]], data: dict[str, Any]) -> tuple[int, Any]:
+        status, answer = super()._create(resource, store, data)
+        if resource == "enkelvoudiginformatieobjecten" and status == 201:
+            key = answer["url"].rpartition("/")[2]
+            return status, {**answer, "lock": self.locks.get(key, "")}  # only the create answer carries it
+        return status, answer
+
     def _check(self, resource: str, data: dict[str, Any], store: dict[str, dict[str, Any]], *, patch: bool
                ) -> dict[str, Any] | None:
-        def refuse(name: str, reason: str) -> dict[str, Any]:
-            return {"title": "Invalid input.", "invalidParams": [{"name": name, "code": "invalid", "reason": reason}]}
-
         if resource == "enkelvoudiginformatieobjecten" and not patch:
             if data.get("bronorganisatie") != RSIN:
-                return refuse("bronorganisatie", "Onjuist RSIN.")
+                return _refusal("bronorganisatie", "Onjuist RSIN.")
             if data.get("informatieobjecttype") != INFORMATIEOBJECTTYPE:
-                return refuse("informatieobjecttype", "Het informatieobjecttype is niet gepubliceerd.")
+                return _refusal("informatieobjecttype", "Het informatieobjecttype is niet gepubliceerd.")
             if data.get("integriteit") and not data["integriteit"].get("datum"):
-                return refuse("integriteit.datum", "Dit veld is vereist.")
+                return _refusal("integriteit.datum", "Dit veld is vereist.")
             if data.get("identificatie") and any(
                     other.get("identificatie") == data["identificatie"] for other in store.values()):
-                return refuse("identificatie", "Deze identificatie bestaat al voor deze bronorganisatie.")
+                return _refusal("identificatie", "Deze identificatie bestaat al voor deze bronorganisatie.")
+            inhoud = data.get("inhoud")
+            if inhoud is not None and data.get("bestandsomvang") is not None \
+                    and len(base64.b64decode(inhoud)) != data["bestandsomvang"]:
+                return _refusal("nonFieldErrors", "The size of upload file should match the 'bestandsomvang' field",
+                                "file-size")
         return None
 
     def _on_create(self, resource: str, record: dict[str, Any], store: dict[str, dict[str, Any]]) -> None:
-        if resource == "enkelvoudiginformatieobjecten":
-            if not record.get("identificatie"):
-                self.numbered += 1
-                record["identificatie"] = f"DOCUMENT-2026-{self.numbered:010d}"
-            record.pop("uuid", None)  # Open Zaak's documents carry their url only
-            self.contents[record["url"]] = base64.b64decode(record.get("inhoud") or "")
-            record["inhoud"] = f"{record['url']}/download"
-            record["versie"] = 1
+        if resource != "enkelvoudiginformatieobjecten":
+            return
+        if not record.get("identificatie"):
+            self.numbered += 1
+            record["identificatie"] = f"DOCUMENT-2026-{self.numbered:010d}"
+        key = record.pop("uuid")  # Open Zaak's documents carry their url only
+        record["versie"] = 1
+        inhoud, omvang = record.get("inhoud"), record.get("bestandsomvang")
+        if inhoud is not None or omvang == 0:
+            self.contents[record["url"]] = base64.b64decode(inhoud or "")
+        elif omvang:
+            self.locks[key] = uuid.uuid4().hex
+            self._hand_out_parts(key, omvang)
+        self._show(key, record)
+
+    def _hand_out_parts(self, key: str, omvang: int) -> None:
+        """Open Zaak's bestandsdelen: ceil(omvang / part_size) parts, all of part_size but the last."""
+        for volgnummer, start in enumerate(range(0, omvang, self.part_size), start=1):
+            part = Bestandsdeel(str(uuid.uuid4()), key, volgnummer, min(self.part_size, omvang - start))
+            self.parts[part.uuid] = part
+
+    def _show(self, key: str, record: dict[str, Any] | None = None) -> None:
+        """The document as the API shows it: locked or not, its download link, its bestandsdelen with the lock."""
+        record = record if record is not None else self.objects["enkelvoudiginformatieobjecten"][key]
+        lock = self.locks.get(key, "")
+        record["locked"] = bool(lock)
+        record["inhoud"] = f"{record['url']}/download" if record["url"] in self.contents else None
+        record["bestandsdelen"] = [self._part_answer(p) for p in sorted(
+            (p for p in self.parts.values() if p.document == key), key=lambda p: p.volgnummer)]
+
+    def _part_answer(self, part: Bestandsdeel) -> dict[str, Any]:
+        lock = self.locks.get(part.document, "") if self.lock_in_bestandsdelen else ""
+        return {"url": f"{self.url}/bestandsdelen/{part.uuid}", "volgnummer": part.volgnummer,
+                "omvang": part.omvang, "voltooid": part.voltooid, "lock": lock}
+
+    def _put_part(self, part_uuid: str, data: dict[str, Any]) -> tuple[int, Any]:
+        part = self.parts.get(part_uuid)
+        if part is None:
+            return 404, {"detail": "Niet gevonden."}
+        if data.get("lock") != self.locks.get(part.document, ""):
+            return 400, _refusal("nonFieldErrors", "Lock id is not correct", "incorrect-lock-id")
+        inhoud = data.get("inhoud")
+        if isinstance(inhoud, bytes):
+            if len(inhoud) != part.omvang:
+                return 400, _refusal("nonFieldErrors", "Het aangeleverde bestand heeft een afwijkende bestandsgrootte "
+                                     f"(volgens het `omvang`-veld).Verwachting: {part.omvang}b, ontvangen: "
+                                     f"{len(inhoud)}b", "file-size")
+            part.inhoud = inhoud
+        self._show(part.document)
+        return 200, self._part_answer(part)
+
+    def _lock(self, key: str) -> tuple[int, Any]:
+        if self.locks.get(key):
+            return 400, _refusal("nonFieldErrors", "The document is already locked", "existing-lock")
+        self.locks[key] = uuid.uuid4().hex
+        self._show(key)
+        return 200, {"lock": self.locks[key]}
+
+    def _unlock(self, key: str, lock: str) -> tuple[int, Any]:
+        parts = sorted((p for p in self.parts.values() if p.document == key), key=lambda p: p.volgnummer)
+        record = self.objects["enkelvoudiginformatieobjecten"][key]
+        if not self.geforceerd_unlock:
+            if lock != self.locks.get(key, ""):
+                return 400, _refusal("nonFieldErrors", "Lock id is not correct", "incorrect-lock-id")
+            if any(p.inhoud is not None for p in parts) and not all(p.voltooid for p in parts):
+                return 400, _refusal("nonFieldErrors", "Upload of part files is not complete", "incomplete-upload")
+            if parts and all(p.inhoud is None for p in parts) and (record.get("bestandsomvang") or 0) > 0:
+                return 400, _refusal("nonFieldErrors", "Either file should be upload or the file size = 0",
+                                     "file-size")
+        self.locks.pop(key, None)
+        if parts and any(p.inhoud is not None for p in parts):
+            if all(p.voltooid for p in parts):
+                self.contents[record["url"]] = b"".join(p.inhoud or b"" for p in parts)
+            else:
+                record["bestandsomvang"] = None
+            for part in parts:
+                del self.parts[part.uuid]
+        self._show(key)
+        return 204, None
+
+    def _patch(self, key: str, data: dict[str, Any]) -> tuple[int, Any]:
+        record = self.objects["enkelvoudiginformatieobjecten"][key]
+        if not self.locks.get(key):
+            return 400, _refusal("nonFieldErrors", "Unlocked document can't be modified", "unlocked")
+        if data.get("lock") != self.locks[key]:
+            return 400, _refusal("nonFieldErrors", "Lock id is not correct", "incorrect-lock-id")
+        record.update({k: v for k, v in data.items() if k not in (*_READ_ONLY, "lock", "inhoud")})
+        record["versie"] += 1
+        for part in [p for p in self.parts.values() if p.document == key]:
+            del self.parts[part.uuid]
+        if record["url"] not in self.contents and record.get("bestandsomvang"):
+            self._hand_out_parts(key, record["bestandsomvang"])
+        self._show(key)
+        return 200, record
 
     def downloads(self) -> dict[str, bytes]:
-        """Each stored document's bytes by its identificatie, as the Documenten API would serve them."""
-        return {d["identificatie"]: self.contents[d["url"]] for d in self.all("enkelvoudiginformatieobjecten")}
+        """Each whole document's bytes by its identificatie, as the Documenten API would serve them."""
+        return {d["identificatie"]: self.contents[d["url"]] for d in self.all("enkelvoudiginformatieobjecten")
+                if d["url"] in self.contents}
 
-    contents: dict[str, bytes] = field(default_factory=dict)
+
+def _refusal(name: str, reason: str, code: str = "invalid") -> dict[str, Any]:
+    return {"title": "Invalid input.", "invalidParams": [{"name": name, "code": code, "reason": reason}]}
 
 
 @contextmanager

@@ -73,6 +73,8 @@ def test_backoff_doubles_up_to_its_maximum() -> None:
 
 
 OPEN = "[openklant]\nenabled = true\nurl = 'https://ok.gemeente.nl/k'\ntoken_env = 'T'\n"
+DRC = ("[documenten]\nurl = 'https://oz.gemeente.nl/d'\nclient_id = 'kcc-mail'\nsecret_env = 'S'\n"
+       "bronorganisatie = '002220647'\ninformatieobjecttype = 'https://oz/c/iot/1'\n")
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -93,11 +95,21 @@ def write(tmp_path: Path, text: str) -> Path:
      "bronorganisatie = '1234'\ninformatieobjecttype = 'https://oz/c/iot/1'\n", "RSIN, 9 digits"),
     (OPEN + "[documenten]\nurl = 'https://oz.gemeente.nl/d'\nclient_id = 'kcc-mail'\n", "documenten.secret_env"),
     (OPEN + "[documenten]\nsecret = 'geheim-token'\n", "holds a secret inline"),
+    (OPEN + DRC + "inline_max_bytes = -1\n", "inline_max_bytes must be a number of bytes from 0 to 67108864"),
+    (OPEN + DRC + "inline_max_bytes = 100000000\n", "inline_max_bytes must be a number of bytes from 0 to 67108864"),
+    (OPEN + DRC + "inline_max_bytes = '4 MiB'\n", "documenten.inline_max_bytes"),
+    (OPEN + DRC + "inline_max_bytes = 4.5\n", "documenten.inline_max_bytes"),
 ])
 def test_an_export_that_cannot_work_is_refused_at_start(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as refused:
         load_config(write(tmp_path, text), environ={})
     assert "geheim-token" not in str(refused.value)
+
+
+def test_documents_go_inline_up_to_4_mib_unless_configured(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, OPEN + DRC), environ={}).documenten.inline_max_bytes == 4 * 1024 * 1024
+    config = load_config(write(tmp_path, OPEN + DRC + "inline_max_bytes = 0\n"), environ={})
+    assert config.documenten.inline_max_bytes == 0, "0: every document with bytes goes through bestandsdelen"
 
 
 def test_the_export_on_a_loopback_register_is_accepted(tmp_path: Path) -> None:
