@@ -5,7 +5,8 @@
 (a) bare: imapclient FETCH BODY.PEEK[] in batches + mailparser.parse_from_bytes, no database;
 (b) `kcc-mail poll --once` (a separate process, so its peak memory is its own) into SQLite and PostgreSQL,
     each into a fresh mailbox and database; its baseline is the mean of the bare loop right before and after it;
-(c) with `kcc-mail run` on IDLE: the time from APPEND until the mail is in the review queue, over 50 mails.
+(c) with `kcc-mail run` on IDLE: the time from APPEND until the mail is in the review queue, over 50 mails;
+(d) the start (benchmarks/startup.py): `--help`, and `poll --once` on an empty Maildir and an empty IMAP folder.
 Two corpora: "mixed" is the whole shared corpus cycled (some mails of megabytes), "small" only its bounces and
 auto-replies (flufl-bounce, php-bounce-handler: a few KB each), where the cost per transaction decides.
 The rounds repeat (a) and (b); the median ratio over the rounds is reported, so one noisy moment on a shared
@@ -34,6 +35,7 @@ from sqlalchemy import func, select  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 from support.dovecot import ImapUser, PrivateDovecot  # noqa: E402
 
+from benchmarks import startup  # noqa: E402
 from store.engine import make_engine  # noqa: E402
 from store.mail import InboundMail  # noqa: E402
 
@@ -177,16 +179,6 @@ def measure_round(
     return results
 
 
-def startup_seconds(config: Path, *args: str, runs: int = 5) -> float:
-    """The median wall time of one `kcc-mail` command (a fresh process each time, as cron starts it)."""
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        kcc_mail(config, *args)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
-
-
 def measure_corpus(
     name: str, mails: list[bytes], rounds: int, dovecot: PrivateDovecot, directory: Path, postgres: str,
     pg_urls: list[str],
@@ -231,11 +223,11 @@ def main() -> None:
             empty = write_config(directory, f"sqlite:///{directory / 'empty.db'}", empty_user)
             kcc_mail(empty, "init")
             kcc_mail(empty, "poll", "--once")  # the first poll creates the mailbox's state row
-            startup = {"help_s": round(startup_seconds(empty, "--help"), 3),
-                       "poll_once_empty_s": round(startup_seconds(empty, "poll", "--once"), 3)}
-            results["startup"] = startup
-            print(f"start: kcc-mail --help {startup['help_s'] * 1000:.0f} ms, poll --once on an empty mailbox "
-                  f"{startup['poll_once_empty_s'] * 1000:.0f} ms (median of 5; target < 300 ms)", flush=True)
+            commands = startup.startup_commands(directory)
+            commands["poll --once, empty IMAP folder, SQLite"] = (
+                [sys.executable, "-m", "kcc", "--config", str(empty), "poll", "--once"], directory)
+            results["startup"] = startup.measure(commands, runs=7)
+            startup.report(results["startup"], runs=7)
             for name in args.corpus.split(","):
                 mails = corpus_mails(args.mails, name)
                 results[name] = measure_corpus(name, mails, args.rounds, dovecot, directory, args.postgres, pg_urls)

@@ -15,7 +15,6 @@ from functools import lru_cache
 from typing import Any, cast
 
 from sqlalchemy import Select, Table, bindparam, exists, func, insert, select, true
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import column
 from sqlalchemy.sql.selectable import CTE, TableValuedAlias
@@ -87,6 +86,8 @@ def _postgresql_statement(mail_columns: tuple[str, ...]) -> Select[int]:
     Blobs and attachments arrive as binary arrays (unnest), so the statement has one shape whatever the number of
     attachments. The foreign keys are checked at the end of the statement, when the blobs exist.
     """
+    from sqlalchemy.dialects import postgresql  # loaded by the engine; on SQLite never imported (see store.upsert)
+
     new_mail = (
         postgresql.insert(MAIL)
         .values({name: bindparam(f"mail_{name}", type_=MAIL.c[name].type) for name in mail_columns})
