@@ -3,7 +3,8 @@
 Intake runs this once per mail, so its cost per mail is the intake speed. On PostgreSQL the whole mail is one
 statement (data-modifying CTEs) that is its own transaction: one round trip instead of one per row plus BEGIN and
 COMMIT, and a statement of one shape that is compiled and prepared once. SQLite runs in-process, where round trips
-cost nothing, so it takes plain INSERTs in the caller's transaction. With group commit (`in_group=True`) several
+cost nothing, so it takes plain INSERTs in the caller's transaction; so does a large mail on PostgreSQL, whose
+bytes in one statement's arrays would be held three times over. With group commit (`in_group=True`) several
 mails share the caller's transaction on both databases, so their commit (a WAL flush) is paid once.
 """
 
@@ -27,6 +28,10 @@ BLOB = cast(Table, Blob.__table__)
 MAIL = cast(Table, InboundMail.__table__)
 ATTACHMENT = cast(Table, InboundAttachment.__table__)
 BLOB_COLUMNS = ("sha256", "size", "data", "created_at")
+ONE_STATEMENT_MAX_BYTES = 8 * 1024 * 1024
+"""Up to this many bytes of blobs a mail is one statement on PostgreSQL. A larger mail is sent as plain INSERTs,
+one blob each: its bytes in arrays would be copied twice more (psycopg's array, then libpq's buffer, which grows
+by doubling), three to five times the mail in memory at once."""
 ATTACHMENT_COLUMNS = ("position", "bestandsnaam", "formaat", "size", "blob_sha256", "inline", "content_id")
 
 
@@ -44,12 +49,14 @@ def insert_inbound_mail(
 
     None means the unique keys (mailbox, uidvalidity, uid) or (mailbox, sha256) already hold this mail, also when
     another process stored it a moment ago; then nothing is written. `attachments` rows lack only the mail's id.
-    On PostgreSQL the statement commits by itself; on SQLite the caller commits (and rolls back on None).
-    `in_group`: one of several mails in the caller's transaction, which commits them all (both databases); on
-    SQLite a savepoint then takes back the blobs of a mail that turned out to be stored already.
+    On PostgreSQL the statement commits by itself; on SQLite, and for a mail over ONE_STATEMENT_MAX_BYTES on
+    PostgreSQL, the caller commits (and rolls back on None). `in_group`: one of several mails in the caller's
+    transaction, which commits them all (both databases); for plain INSERTs a savepoint then takes back the blobs
+    of a mail that turned out to be stored already.
     """
     blob_rows = _blob_rows(blobs)
-    if session.get_bind().dialect.name == "postgresql":
+    postgresql = session.get_bind().dialect.name == "postgresql"
+    if postgresql and sum(row["size"] for row in blob_rows) <= ONE_STATEMENT_MAX_BYTES:
         parameters = {f"mail_{name}": value for name, value in mail.items()}
         parameters |= {f"blob_{name}": [row[name] for row in blob_rows] for name in BLOB_COLUMNS}
         parameters |= {f"bijlage_{name}": [row[name] for row in attachments] for name in ATTACHMENT_COLUMNS}
@@ -57,9 +64,9 @@ def insert_inbound_mail(
         connection = session.connection(execution_options=options)
         return connection.execute(_postgresql_statement(tuple(mail)), parameters).scalar_one_or_none()
     if not in_group:
-        return _insert_sqlite(session, blob_rows, mail, attachments)
+        return _insert_rows(session, blob_rows, mail, attachments, one_blob_a_statement=postgresql)
     savepoint = session.begin_nested()
-    mail_id = _insert_sqlite(session, blob_rows, mail, attachments)
+    mail_id = _insert_rows(session, blob_rows, mail, attachments, one_blob_a_statement=postgresql)
     if mail_id is None:
         savepoint.rollback()
     else:
@@ -67,10 +74,18 @@ def insert_inbound_mail(
     return mail_id
 
 
-def _insert_sqlite(
-    session: Session, blob_rows: list[dict[str, Any]], mail: dict[str, Any], attachments: Sequence[dict[str, Any]]
+def _insert_rows(
+    session: Session, blob_rows: list[dict[str, Any]], mail: dict[str, Any], attachments: Sequence[dict[str, Any]],
+    *, one_blob_a_statement: bool = False,
 ) -> int | None:
-    session.execute(insert_ignoring_duplicates(session, Blob), blob_rows)
+    """Plain INSERTs in the caller's transaction: blobs, then the mail, then its attachments.
+
+    `one_blob_a_statement` for a large mail on PostgreSQL: psycopg would send an executemany as one pipeline,
+    which, like the arrays of the one-statement path, holds the bytes of all blobs at once in its buffer.
+    """
+    blob_insert = insert_ignoring_duplicates(session, Blob)
+    for rows in ([row] for row in blob_rows) if one_blob_a_statement else [blob_rows]:
+        session.execute(blob_insert, rows)
     mail_id = session.execute(
         insert_ignoring_duplicates(session, InboundMail).returning(MAIL.c.id), mail
     ).scalar_one_or_none()
