@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import resource
+import os
 import statistics
 import subprocess
 import sys
@@ -35,7 +35,7 @@ from sqlalchemy import func, select  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 from support.dovecot import ImapUser, PrivateDovecot  # noqa: E402
 
-from benchmarks import startup  # noqa: E402
+from benchmarks import children, startup  # noqa: E402
 from store.engine import make_engine  # noqa: E402
 from store.mail import InboundMail  # noqa: E402
 
@@ -93,13 +93,9 @@ def kcc_mail(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def measured_poll(config: Path) -> tuple[str, float, float]:
-    """Run `kcc-mail poll --once` as its own process; returns its summary, seconds and peak RSS in MB."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    started = time.perf_counter()
-    result = kcc_mail(config, "poll", "--once")
-    seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return result.stdout.strip(), seconds, max(peak, before) / 1024
+    """Run `kcc-mail poll --once` as its own process; returns its summary, seconds and its own peak RSS in MB."""
+    command = [sys.executable, "-m", "kcc", "--config", str(config), "poll", "--once"]
+    return children.measured(command, env=dict(os.environ))
 
 
 def idle_latency(directory: Path, database_url: str, user: ImapUser, samples: int) -> list[float]:
@@ -171,7 +167,7 @@ def measure_round(
         ratio = rate / ((before + after) / 2)
         results[name] = {"summary": summary, "mails_per_s": round(rate, 1), "seconds": round(seconds, 2),
                          "bare_before": round(before, 1), "bare_after": round(after, 1), "ratio": round(ratio, 2),
-                         "peak_rss_mb_max_of_children": round(peak, 1)}
+                         "peak_rss_mb": round(peak, 1)}
         print(f"{corpus} round {number}: (b) kcc-mail poll --once → {name:10s}: {rate:8.1f} mails/s ({seconds:.1f} s), "
               f"bare {before:.0f}/{after:.0f} mails/s, ratio b/a {ratio:.2f}, peak RSS ≤ {peak:.0f} MB  [{summary}]",
               flush=True)
@@ -198,7 +194,7 @@ def measure_corpus(
     results["rounds"] = measured
     for target in measured[0]:
         ratios = [float(r[target]["ratio"]) for r in measured]  # type: ignore[arg-type]
-        peak = max(float(r[target]["peak_rss_mb_max_of_children"]) for r in measured)  # type: ignore[arg-type]
+        peak = max(float(r[target]["peak_rss_mb"]) for r in measured)  # type: ignore[arg-type]
         results[target] = {"median_ratio": round(statistics.median(ratios), 2), "peak_rss_mb": peak}
         print(f"corpus {name}, {target}: median ratio b/a {statistics.median(ratios):.2f} over {len(ratios)} rounds "
               f"({', '.join(f'{r:.2f}' for r in ratios)}; target >= 1.0), peak RSS ≤ {peak:.0f} MB "

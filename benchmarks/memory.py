@@ -5,9 +5,9 @@
 Three mails of about `--megabytes` each: two base64 attachments (random bytes, so nothing compresses), one large
 plain text body (quoted-printable, Dutch-looking text), and one large HTML body. Each is stored into a fresh
 SQLite database (and PostgreSQL with --postgres) from a fresh Maildir, and with --dovecot also from an IMAP folder
-of a private Dovecot. The figure is the peak resident set of that one child process (os.wait4), beside the same
-command on an empty mailbox (what the interpreter and the libraries take), and the ratio peak / mail size.
-Children run with bytecode caching allowed, as an installed package has. Figures are printed, never asserted.
+of a private Dovecot. The figure is the peak resident set of that one process (benchmarks/children.py), beside
+the same command on an empty mailbox (what the interpreter and the libraries take), and the ratio peak / mail
+size. Children run with bytecode caching allowed, as an installed package has. Figures are printed, never asserted.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from e2e.kcc_cli import write_config  # noqa: E402
 from support.dovecot import ImapUser, PrivateDovecot  # noqa: E402
 
+from benchmarks import children  # noqa: E402
 from benchmarks.intake import drop_postgres, postgres_database  # noqa: E402
 
 WORDS = ("de", "gemeente", "aanvraag", "vergunning", "lantaarnpaal", "straat", "graag", "bericht", "woensdag",
@@ -98,30 +99,14 @@ MAILS: dict[str, Callable[[int], bytes]] = {"attachments": attachments_mail, "te
 
 
 def child_environment() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("KCC_") and k != "PYTHONDONTWRITEBYTECODE"}
-
-
-LAUNCHER = (
-    "import os, subprocess, sys\n"
-    "child = subprocess.Popen(sys.argv[2:])\n"
-    "_pid, status, usage = os.wait4(child.pid, 0)\n"
-    "open(sys.argv[1], 'w').write(str(usage.ru_maxrss))\n"
-    "sys.exit(os.waitstatus_to_exitcode(status))\n"
-)
-"""Starts the measured command and reports its ru_maxrss. Linux keeps a process's peak across exec, and a child
-started from this benchmark (which holds the test mails) would begin with this benchmark's peak; started from the
-small launcher, the command begins with the launcher's few MB instead."""
+    """The defaults are measured: no KCC_ settings from the caller's environment."""
+    return children.child_environment({k: v for k, v in os.environ.items() if not k.startswith("KCC_")})
 
 
 def peak_of(command: list[str], cwd: Path) -> tuple[float, str]:
     """Peak RSS in MB of the one process running `command` (not of this benchmark), and its output."""
-    with tempfile.NamedTemporaryFile("r", suffix=".maxrss") as report:
-        result = subprocess.run([sys.executable, "-c", LAUNCHER, report.name, *command], cwd=cwd,
-                                env=child_environment(), capture_output=True, text=True)
-        output = (result.stdout + result.stderr).strip()
-        if result.returncode != 0:
-            raise RuntimeError(f"{' '.join(command)} failed ({result.returncode}): {output}")
-        return int(report.read()) / 1024, output
+    output, _seconds, peak = children.measured(command, cwd, child_environment())
+    return peak, output
 
 
 def kcc_mail(*args: str) -> list[str]:

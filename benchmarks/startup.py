@@ -28,15 +28,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from e2e.kcc_cli import write_config  # noqa: E402
 from support.dovecot import PrivateDovecot  # noqa: E402
 
+from benchmarks import children  # noqa: E402
+
 
 def child_environment() -> dict[str, str]:
     """The caller's environment without KCC_ settings (the defaults are measured) and with bytecode caching."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("KCC_") and k != "PYTHONDONTWRITEBYTECODE"}
+    return children.child_environment({k: v for k, v in os.environ.items() if not k.startswith("KCC_")})
 
 
 def run_seconds(command: Sequence[str], cwd: Path) -> float:

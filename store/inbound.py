@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, bindparam, exists, func, insert, select, true
+from sqlalchemy import Integer, Select, Table, bindparam, exists, func, insert, select, true
 from sqlalchemy.orm import Session
-from sqlalchemy.sql import column
+from sqlalchemy.sql import column, literal_column
+from sqlalchemy.sql.elements import ColumnClause
 from sqlalchemy.sql.selectable import CTE, TableValuedAlias
 
 from store.mail import Blob, InboundAttachment, InboundMail
@@ -28,6 +29,10 @@ BLOB = cast(Table, Blob.__table__)
 MAIL = cast(Table, InboundMail.__table__)
 ATTACHMENT = cast(Table, InboundAttachment.__table__)
 BLOB_COLUMNS = ("sha256", "size", "data", "created_at")
+SQLITE_IN_PLACE_MIN_BYTES = 1024 * 1024
+"""From this size a blob is written into its row in place on SQLite (see _insert_sqlite_blob_in_place)."""
+SQLITE_WRITE_CHUNK_BYTES = 1024 * 1024
+ROWID: ColumnClause[int] = literal_column("rowid", Integer)
 ONE_STATEMENT_MAX_BYTES = 8 * 1024 * 1024
 """Up to this many bytes of blobs a mail is one statement on PostgreSQL. A larger mail is sent as plain INSERTs,
 one blob each: its bytes in arrays would be copied twice more (psycopg's array, then libpq's buffer, which grows
@@ -83,15 +88,42 @@ def _insert_rows(
     `one_blob_a_statement` for a large mail on PostgreSQL: psycopg would send an executemany as one pipeline,
     which, like the arrays of the one-statement path, holds the bytes of all blobs at once in its buffer.
     """
+    if session.get_bind().dialect.name == "sqlite":
+        for row in blob_rows:
+            if row["size"] >= SQLITE_IN_PLACE_MIN_BYTES:
+                _insert_sqlite_blob_in_place(session, row)
+        blob_rows = [row for row in blob_rows if row["size"] < SQLITE_IN_PLACE_MIN_BYTES]
     blob_insert = insert_ignoring_duplicates(session, Blob)
-    for rows in ([row] for row in blob_rows) if one_blob_a_statement else [blob_rows]:
-        session.execute(blob_insert, rows)
+    if one_blob_a_statement:
+        for row in blob_rows:
+            session.execute(blob_insert, row)
+    elif blob_rows:
+        session.execute(blob_insert, blob_rows)
     mail_id = session.execute(
         insert_ignoring_duplicates(session, InboundMail).returning(MAIL.c.id), mail
     ).scalar_one_or_none()
     if mail_id is not None and attachments:
         session.execute(insert(ATTACHMENT), [{"inbound_mail_id": mail_id, **row} for row in attachments])
     return mail_id
+
+
+def _insert_sqlite_blob_in_place(session: Session, row: dict[str, Any]) -> None:
+    """INSERT the blob as zeroblob(size), then write its bytes into the row through SQLite's blob handle.
+
+    Bound as a parameter, the bytes would be copied by SQLite on top of the record it builds, and that copy stays
+    with the cached statement until its next use: two more copies of a large mail while it is being stored.
+    """
+    in_place = {**row, "data": func.zeroblob(row["size"])}
+    inserted = session.execute(insert_ignoring_duplicates(session, Blob).values(in_place).returning(ROWID))
+    rowid = inserted.scalar_one_or_none()
+    if rowid is None:
+        return  # these bytes are stored already (the same attachment in an earlier mail)
+    data = memoryview(row["data"])
+    sqlite = session.connection().connection.driver_connection
+    assert sqlite is not None
+    with sqlite.blobopen(BLOB.name, "data", rowid) as handle:
+        for start in range(0, len(data), SQLITE_WRITE_CHUNK_BYTES):
+            handle.write(data[start:start + SQLITE_WRITE_CHUNK_BYTES])
 
 
 @lru_cache(maxsize=4)
