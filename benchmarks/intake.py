@@ -5,7 +5,8 @@
 (a) bare: imapclient FETCH BODY.PEEK[] in batches + mailparser.parse_from_bytes, no database;
 (b) `kcc-mail poll --once` (a separate process, so its peak memory is its own) into SQLite and PostgreSQL,
     each into a fresh mailbox and database; its baseline is the mean of the bare loop right before and after it;
-(c) with `kcc-mail run` on IDLE: the time from APPEND until the mail is in the review queue, over 50 mails.
+(c) with `kcc-mail run` on IDLE: the time from APPEND until the mail is in the review queue, over 50 mails;
+(d) the start (benchmarks/startup.py): `--help`, and `poll --once` on an empty Maildir and an empty IMAP folder.
 Two corpora: "mixed" is the whole shared corpus cycled (some mails of megabytes), "small" only its bounces and
 auto-replies (flufl-bounce, php-bounce-handler: a few KB each), where the cost per transaction decides.
 The rounds repeat (a) and (b); the median ratio over the rounds is reported, so one noisy moment on a shared
@@ -17,7 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import resource
+import os
 import statistics
 import subprocess
 import sys
@@ -34,6 +35,7 @@ from sqlalchemy import func, select  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 from support.dovecot import ImapUser, PrivateDovecot  # noqa: E402
 
+from benchmarks import children, startup  # noqa: E402
 from store.engine import make_engine  # noqa: E402
 from store.mail import InboundMail  # noqa: E402
 
@@ -91,13 +93,9 @@ def kcc_mail(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def measured_poll(config: Path) -> tuple[str, float, float]:
-    """Run `kcc-mail poll --once` as its own process; returns its summary, seconds and peak RSS in MB."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    started = time.perf_counter()
-    result = kcc_mail(config, "poll", "--once")
-    seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return result.stdout.strip(), seconds, max(peak, before) / 1024
+    """Run `kcc-mail poll --once` as its own process; returns its summary, seconds and its own peak RSS in MB."""
+    command = [sys.executable, "-m", "kcc", "--config", str(config), "poll", "--once"]
+    return children.measured(command, env=dict(os.environ))
 
 
 def idle_latency(directory: Path, database_url: str, user: ImapUser, samples: int) -> list[float]:
@@ -169,22 +167,12 @@ def measure_round(
         ratio = rate / ((before + after) / 2)
         results[name] = {"summary": summary, "mails_per_s": round(rate, 1), "seconds": round(seconds, 2),
                          "bare_before": round(before, 1), "bare_after": round(after, 1), "ratio": round(ratio, 2),
-                         "peak_rss_mb_max_of_children": round(peak, 1)}
+                         "peak_rss_mb": round(peak, 1)}
         print(f"{corpus} round {number}: (b) kcc-mail poll --once → {name:10s}: {rate:8.1f} mails/s ({seconds:.1f} s), "
               f"bare {before:.0f}/{after:.0f} mails/s, ratio b/a {ratio:.2f}, peak RSS ≤ {peak:.0f} MB  [{summary}]",
               flush=True)
         before = after
     return results
-
-
-def startup_seconds(config: Path, *args: str, runs: int = 5) -> float:
-    """The median wall time of one `kcc-mail` command (a fresh process each time, as cron starts it)."""
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        kcc_mail(config, *args)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def measure_corpus(
@@ -206,7 +194,7 @@ def measure_corpus(
     results["rounds"] = measured
     for target in measured[0]:
         ratios = [float(r[target]["ratio"]) for r in measured]  # type: ignore[arg-type]
-        peak = max(float(r[target]["peak_rss_mb_max_of_children"]) for r in measured)  # type: ignore[arg-type]
+        peak = max(float(r[target]["peak_rss_mb"]) for r in measured)  # type: ignore[arg-type]
         results[target] = {"median_ratio": round(statistics.median(ratios), 2), "peak_rss_mb": peak}
         print(f"corpus {name}, {target}: median ratio b/a {statistics.median(ratios):.2f} over {len(ratios)} rounds "
               f"({', '.join(f'{r:.2f}' for r in ratios)}; target >= 1.0), peak RSS ≤ {peak:.0f} MB "
@@ -231,11 +219,11 @@ def main() -> None:
             empty = write_config(directory, f"sqlite:///{directory / 'empty.db'}", empty_user)
             kcc_mail(empty, "init")
             kcc_mail(empty, "poll", "--once")  # the first poll creates the mailbox's state row
-            startup = {"help_s": round(startup_seconds(empty, "--help"), 3),
-                       "poll_once_empty_s": round(startup_seconds(empty, "poll", "--once"), 3)}
-            results["startup"] = startup
-            print(f"start: kcc-mail --help {startup['help_s'] * 1000:.0f} ms, poll --once on an empty mailbox "
-                  f"{startup['poll_once_empty_s'] * 1000:.0f} ms (median of 5; target < 300 ms)", flush=True)
+            commands = startup.startup_commands(directory)
+            commands["poll --once, empty IMAP folder, SQLite"] = (
+                [sys.executable, "-m", "kcc", "--config", str(empty), "poll", "--once"], directory)
+            results["startup"] = startup.measure(commands, runs=7)
+            startup.report(results["startup"], runs=7)
             for name in args.corpus.split(","):
                 mails = corpus_mails(args.mails, name)
                 results[name] = measure_corpus(name, mails, args.rounds, dovecot, directory, args.postgres, pg_urls)

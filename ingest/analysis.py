@@ -13,19 +13,20 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from email.parser import BytesHeaderParser
-from email.policy import compat32
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ingest.classify import Classification, classify
-from ingest.parse import MailLimitExceeded, ParsedMail, ParseError, parse_mail
-from ingest.parse.addresses import Mailbox, mailboxes
 from ingest.sources.base import FetchedMail
 from store.blobs import sha256_hex
 from store.inbound import NewBlob
-from store.mail import InboundMail
 from store.states import MailState, QuarantineReason
 from store.types import strip_nul, utcnow
+
+if TYPE_CHECKING:
+    # The parser and the classifier are imported by the first mail to analyse, not by importing this module: a
+    # poll that finds no new mail (most cron runs) then never loads them.
+    from ingest.classify import Classification
+    from ingest.parse import ParsedMail
+    from store.mail import InboundMail
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +50,12 @@ class Analysis:
     error: str = ""
 
 
-Parser = Callable[[bytes, datetime], ParsedMail]
+Parser = Callable[[bytes, datetime], "ParsedMail"]
 
 
 def default_parser(raw: bytes, received_at: datetime) -> ParsedMail:
+    from ingest.parse import parse_mail
+
     return parse_mail(raw, received_at=received_at)
 
 
@@ -61,6 +64,9 @@ def analyse(
     parser: Parser = default_parser, digest: str | None = None,
 ) -> Analysis:
     """Parse and classify; any failure becomes a quarantine reason, never an exception (pure, no I/O)."""
+    from ingest.classify import classify
+    from ingest.parse import MailLimitExceeded, ParseError
+
     digest = digest or sha256_hex(raw)
     if len(raw) > max_mail_bytes:
         return Analysis(
@@ -217,6 +223,11 @@ def blank_fields() -> dict[str, Any]:
 
 def header_fields(raw: bytes) -> dict[str, Any]:
     """For a quarantined mail, show the reviewer at least who sent it and what about, if the headers allow."""
+    from email.parser import BytesHeaderParser
+    from email.policy import compat32
+
+    from ingest.parse.addresses import Mailbox, mailboxes
+
     fields = blank_fields()
     try:
         headers = BytesHeaderParser(policy=compat32).parsebytes(raw[:256 * 1024])

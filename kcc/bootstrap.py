@@ -11,35 +11,36 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine
-from sqlalchemy.orm import Session, sessionmaker
-
 from ingest.analysis import AnalyseSettings, ClassifyOptions
-from ingest.sources.base import MailSource
 from kcc.config import Config, ConfigError, DocumentenConfig, MailboxConfig, OpenKlantConfig, SmtpConfig
 from kcc.errors import ConfigurationError
-from kcc.registers.documenten import DocumentenClient, DocumentenSettings
-from kcc.registers.klantinteracties import KlantinteractiesClient, KlantinteractiesSettings
 from kcc.secrets import SecretRef
-from kcc.usecases.export import Exporter, ExportSettings
-from kcc.usecases.export_sync import DocumentSettings
 from kcc.usecases.intake import Intake
-from kcc.usecases.outbox import Outbox
-from replies.delivery import RelaySettings
-from replies.relay import SentCopy
-from replies.smtp import SmtpSettings
-from replies.transport import DirectoryTransport, SmtpTransport, Transport
 from store import schema
 from store.engine import make_engine, make_session_factory
 from store.uow import UnitOfWork
 
-if TYPE_CHECKING:  # imported where a mailbox of kind imap is used: imapclient is not needed for a Maildir
+if TYPE_CHECKING:
+    # Each adapter is imported by the method that builds it: `poll --once` then loads neither the HTTP clients
+    # (httpx, joserfc) nor the relay, and a Maildir mailbox needs no imapclient.
+    from sqlalchemy import Engine
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from ingest.sources.base import MailSource
     from ingest.sources.imap import ImapSettings
     from ingest.sources.imap_inventory import ImapInventory
+    from kcc.registers.documenten import DocumentenClient, DocumentenSettings
+    from kcc.registers.klantinteracties import KlantinteractiesClient, KlantinteractiesSettings
+    from kcc.usecases.export import Exporter, ExportSettings
+    from kcc.usecases.outbox import Outbox
+    from replies.delivery import RelaySettings
+    from replies.relay import SentCopy
+    from replies.smtp import SmtpSettings
+    from replies.transport import Transport
 
-SourceFactory = Callable[[MailboxConfig], MailSource]
-TransportFactory = Callable[[], Transport]
-RegisterFactory = Callable[[], KlantinteractiesClient]
+    SourceFactory = Callable[[MailboxConfig], MailSource]
+    TransportFactory = Callable[[], Transport]
+    RegisterFactory = Callable[[], KlantinteractiesClient]
 
 
 @dataclass
@@ -66,6 +67,8 @@ class App:
 
     def outbox(self) -> Outbox:
         """The relay's view of the database."""
+        from kcc.usecases.outbox import Outbox
+
         return Outbox(self.uow, relay_settings(self.config))
 
     def smtp_settings(self) -> SmtpSettings:
@@ -75,6 +78,8 @@ class App:
         """Where replies go, by [smtp] kind: an SMTP server, or a folder of .eml files (tests may inject a fake)."""
         if self.transport_factory is not None:
             return self.transport_factory()
+        from replies.transport import DirectoryTransport, SmtpTransport
+
         smtp = self.config.smtp
         return SmtpTransport(self.smtp_settings()) if smtp.kind == "smtp" else DirectoryTransport(smtp.directory)
 
@@ -88,16 +93,22 @@ class App:
                 f"{self.config.source}: the export to Open Klant is switched off; set openklant.enabled = true "
                 "with openklant.url and the token (see config.example.toml)"
             )
+        from kcc.registers.klantinteracties import KlantinteractiesClient
+
         return KlantinteractiesClient(klantinteracties_settings(openklant))
 
     def documenten(self) -> DocumentenClient:
         """A client of the Documenten API ([documenten]); tests may inject one on a test server."""
         if self.documenten_factory is not None:
             return self.documenten_factory()
+        from kcc.registers.documenten import DocumentenClient
+
         return DocumentenClient(documenten_settings(self.config.documenten))
 
     def exporter(self) -> Exporter:
         """The exporter to the registers over this database; documents only when [documenten] has a url."""
+        from kcc.usecases.export import Exporter
+
         documents = self.documenten if self.config.documenten.enabled else None
         return Exporter(self.uow, self.klantinteracties, export_settings(self.config), documents)
 
@@ -200,6 +211,8 @@ def imap_settings(mailbox: MailboxConfig, environ: Mapping[str, str] | None = No
 
 def smtp_settings(smtp: SmtpConfig, environ: Mapping[str, str] | None = None) -> SmtpSettings:
     """The SMTP adapter's settings for [smtp]; no username means no AUTH and no secret to read."""
+    from replies.smtp import SmtpSettings
+
     secret = _secret(smtp.auth, smtp.password_env, smtp.password_file, smtp.token_env, smtp.token_file, "[smtp]")
     return SmtpSettings(
         host=smtp.host, port=smtp.port, security=smtp.security, auth=smtp.auth, username=smtp.username,
@@ -217,6 +230,8 @@ def _secret(auth: str, password_env: str, password_file: str, token_env: str, to
 def klantinteracties_settings(openklant: OpenKlantConfig, environ: Mapping[str, str] | None = None
                               ) -> KlantinteractiesSettings:
     """The Klantinteracties adapter's settings for [openklant]; the token is read at every request."""
+    from kcc.registers.klantinteracties import KlantinteractiesSettings
+
     token = SecretRef(openklant.token_env, openklant.token_file, "[openklant] token", key="token")
     return KlantinteractiesSettings(url=openklant.url, token=token.provider(environ), timeout=openklant.timeout)
 
@@ -224,12 +239,17 @@ def klantinteracties_settings(openklant: OpenKlantConfig, environ: Mapping[str, 
 def documenten_settings(documenten: DocumentenConfig, environ: Mapping[str, str] | None = None
                         ) -> DocumentenSettings:
     """The Documenten adapter's settings for [documenten]; the secret is read for every token it signs."""
+    from kcc.registers.documenten import DocumentenSettings
+
     secret = SecretRef(documenten.secret_env, documenten.secret_file, "[documenten] secret", key="secret")
     return DocumentenSettings(url=documenten.url, client_id=documenten.client_id, secret=secret.provider(environ),
                               timeout=documenten.timeout)
 
 
 def export_settings(config: Config) -> ExportSettings:
+    from kcc.usecases.export import ExportSettings
+    from kcc.usecases.export_sync import DocumentSettings
+
     documenten = config.documenten
     documents = (DocumentSettings(documenten.bronorganisatie, documenten.informatieobjecttype,
                                   documenten.inline_max_bytes) if documenten.enabled else None)
@@ -252,4 +272,6 @@ def analyse_settings(config: Config) -> AnalyseSettings:
 
 
 def relay_settings(config: Config) -> RelaySettings:
+    from replies.delivery import RelaySettings
+
     return RelaySettings(lease_seconds=config.replies.lease_seconds)

@@ -1,24 +1,22 @@
-"""Running the service: one round of intake or relay (cron, tests), or both long-running, one thread each."""
+"""Running the service: one round of the relay (cron, tests), or intake and relay long-running, one thread each.
+
+One round of intake (`poll --once`) lives in kcc.polling, which loads none of what only the service needs.
+"""
 
 from __future__ import annotations
 
 import logging
-import os
 import signal
-import socket
 import threading
-import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from types import FrameType
 from typing import Protocol
 
-from ingest.poller import IntakeSummary, Poller, PollSettings
-from ingest.sources.base import SourceError
-from ingest.storing import GroupLimits
-from kcc.bootstrap import App, classify_options, relay_settings
+from kcc.bootstrap import App, relay_settings
 from kcc.config import MailboxConfig
 from kcc.lmtp import lmtp_listeners
 from kcc.logs import log_failure
+from kcc.polling import make_poller, polled, process_owner
 from kcc.usecases.bounces import process_bounces
 from kcc.usecases.heartbeat import Heartbeat, beat, forget_dead, kcc_version, remove_heartbeat
 from kcc.usecases.reconcile import reconcile_mailbox
@@ -30,41 +28,6 @@ from store.types import utcnow
 log = logging.getLogger(__name__)
 START_LOG = logging.getLogger("kcc.start")
 """What the service runs, said once at start; kcc.logs lets its INFO lines through at any log level."""
-
-
-def process_owner() -> str:
-    """Names this process in mailbox leases, so an operator can tell who holds one."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def make_poller(app: App, mailbox: MailboxConfig, owner: str, stop: threading.Event | None = None) -> Poller:
-    settings = PollSettings(
-        mailbox=mailbox.name, max_mail_bytes=app.config.storage.max_mail_bytes,
-        poll_interval=mailbox.poll_interval, batch_size=mailbox.batch_size, classify=classify_options(app.config),
-        group=GroupLimits(mails=mailbox.commit_group_mails, seconds=mailbox.commit_group_ms / 1000),
-    )
-    return Poller(app.intake(), app.source(mailbox), settings, owner, stop=stop)
-
-
-def poll_once(app: App, mailboxes: Iterable[MailboxConfig]) -> tuple[IntakeSummary, list[str]]:
-    """Fetch what is new in each mailbox; returns the total and the mailboxes that could not be reached."""
-    total, unreachable = IntakeSummary(), []
-    owner = process_owner()
-    for mailbox in polled(mailboxes):
-        poller = make_poller(app, mailbox, owner)
-        try:
-            total.add(poller.run_once())
-        except SourceError as exc:
-            unreachable.append(f"mailbox {mailbox.name}: {exc}")
-        finally:
-            poller.close()
-    process_bounces(app.uow)
-    return total, unreachable
-
-
-def polled(mailboxes: Iterable[MailboxConfig]) -> list[MailboxConfig]:
-    """The mailboxes kcc-mail fetches from; an LMTP mailbox is delivered to us instead (kcc.lmtp)."""
-    return [mailbox for mailbox in mailboxes if mailbox.kind != "lmtp"]
 
 
 def relay_once(app: App) -> RelaySummary:

@@ -3,7 +3,8 @@
 Intake runs this once per mail, so its cost per mail is the intake speed. On PostgreSQL the whole mail is one
 statement (data-modifying CTEs) that is its own transaction: one round trip instead of one per row plus BEGIN and
 COMMIT, and a statement of one shape that is compiled and prepared once. SQLite runs in-process, where round trips
-cost nothing, so it takes plain INSERTs in the caller's transaction. With group commit (`in_group=True`) several
+cost nothing, so it takes plain INSERTs in the caller's transaction; so does a large mail on PostgreSQL, whose
+bytes in one statement's arrays would be held three times over. With group commit (`in_group=True`) several
 mails share the caller's transaction on both databases, so their commit (a WAL flush) is paid once.
 """
 
@@ -14,10 +15,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, bindparam, exists, func, insert, select, true
-from sqlalchemy.dialects import postgresql
+from sqlalchemy import Integer, Select, Table, bindparam, exists, func, insert, select, true
 from sqlalchemy.orm import Session
-from sqlalchemy.sql import column
+from sqlalchemy.sql import column, literal_column
+from sqlalchemy.sql.elements import ColumnClause
 from sqlalchemy.sql.selectable import CTE, TableValuedAlias
 
 from store.mail import Blob, InboundAttachment, InboundMail
@@ -28,6 +29,14 @@ BLOB = cast(Table, Blob.__table__)
 MAIL = cast(Table, InboundMail.__table__)
 ATTACHMENT = cast(Table, InboundAttachment.__table__)
 BLOB_COLUMNS = ("sha256", "size", "data", "created_at")
+SQLITE_IN_PLACE_MIN_BYTES = 1024 * 1024
+"""From this size a blob is written into its row in place on SQLite (see _insert_sqlite_blob_in_place)."""
+SQLITE_WRITE_CHUNK_BYTES = 1024 * 1024
+ROWID: ColumnClause[int] = literal_column("rowid", Integer)
+ONE_STATEMENT_MAX_BYTES = 8 * 1024 * 1024
+"""Up to this many bytes of blobs a mail is one statement on PostgreSQL. A larger mail is sent as plain INSERTs,
+one blob each: its bytes in arrays would be copied twice more (psycopg's array, then libpq's buffer, which grows
+by doubling), three to five times the mail in memory at once."""
 ATTACHMENT_COLUMNS = ("position", "bestandsnaam", "formaat", "size", "blob_sha256", "inline", "content_id")
 
 
@@ -45,12 +54,14 @@ def insert_inbound_mail(
 
     None means the unique keys (mailbox, uidvalidity, uid) or (mailbox, sha256) already hold this mail, also when
     another process stored it a moment ago; then nothing is written. `attachments` rows lack only the mail's id.
-    On PostgreSQL the statement commits by itself; on SQLite the caller commits (and rolls back on None).
-    `in_group`: one of several mails in the caller's transaction, which commits them all (both databases); on
-    SQLite a savepoint then takes back the blobs of a mail that turned out to be stored already.
+    On PostgreSQL the statement commits by itself; on SQLite, and for a mail over ONE_STATEMENT_MAX_BYTES on
+    PostgreSQL, the caller commits (and rolls back on None). `in_group`: one of several mails in the caller's
+    transaction, which commits them all (both databases); for plain INSERTs a savepoint then takes back the blobs
+    of a mail that turned out to be stored already.
     """
     blob_rows = _blob_rows(blobs)
-    if session.get_bind().dialect.name == "postgresql":
+    postgresql = session.get_bind().dialect.name == "postgresql"
+    if postgresql and sum(row["size"] for row in blob_rows) <= ONE_STATEMENT_MAX_BYTES:
         parameters = {f"mail_{name}": value for name, value in mail.items()}
         parameters |= {f"blob_{name}": [row[name] for row in blob_rows] for name in BLOB_COLUMNS}
         parameters |= {f"bijlage_{name}": [row[name] for row in attachments] for name in ATTACHMENT_COLUMNS}
@@ -58,9 +69,9 @@ def insert_inbound_mail(
         connection = session.connection(execution_options=options)
         return connection.execute(_postgresql_statement(tuple(mail)), parameters).scalar_one_or_none()
     if not in_group:
-        return _insert_sqlite(session, blob_rows, mail, attachments)
+        return _insert_rows(session, blob_rows, mail, attachments, one_blob_a_statement=postgresql)
     savepoint = session.begin_nested()
-    mail_id = _insert_sqlite(session, blob_rows, mail, attachments)
+    mail_id = _insert_rows(session, blob_rows, mail, attachments, one_blob_a_statement=postgresql)
     if mail_id is None:
         savepoint.rollback()
     else:
@@ -68,16 +79,51 @@ def insert_inbound_mail(
     return mail_id
 
 
-def _insert_sqlite(
-    session: Session, blob_rows: list[dict[str, Any]], mail: dict[str, Any], attachments: Sequence[dict[str, Any]]
+def _insert_rows(
+    session: Session, blob_rows: list[dict[str, Any]], mail: dict[str, Any], attachments: Sequence[dict[str, Any]],
+    *, one_blob_a_statement: bool = False,
 ) -> int | None:
-    session.execute(insert_ignoring_duplicates(session, Blob), blob_rows)
+    """Plain INSERTs in the caller's transaction: blobs, then the mail, then its attachments.
+
+    `one_blob_a_statement` for a large mail on PostgreSQL: psycopg would send an executemany as one pipeline,
+    which, like the arrays of the one-statement path, holds the bytes of all blobs at once in its buffer.
+    """
+    if session.get_bind().dialect.name == "sqlite":
+        for row in blob_rows:
+            if row["size"] >= SQLITE_IN_PLACE_MIN_BYTES:
+                _insert_sqlite_blob_in_place(session, row)
+        blob_rows = [row for row in blob_rows if row["size"] < SQLITE_IN_PLACE_MIN_BYTES]
+    blob_insert = insert_ignoring_duplicates(session, Blob)
+    if one_blob_a_statement:
+        for row in blob_rows:
+            session.execute(blob_insert, row)
+    elif blob_rows:
+        session.execute(blob_insert, blob_rows)
     mail_id = session.execute(
         insert_ignoring_duplicates(session, InboundMail).returning(MAIL.c.id), mail
     ).scalar_one_or_none()
     if mail_id is not None and attachments:
         session.execute(insert(ATTACHMENT), [{"inbound_mail_id": mail_id, **row} for row in attachments])
     return mail_id
+
+
+def _insert_sqlite_blob_in_place(session: Session, row: dict[str, Any]) -> None:
+    """INSERT the blob as zeroblob(size), then write its bytes into the row through SQLite's blob handle.
+
+    Bound as a parameter, the bytes would be copied by SQLite on top of the record it builds, and that copy stays
+    with the cached statement until its next use: two more copies of a large mail while it is being stored.
+    """
+    in_place = {**row, "data": func.zeroblob(row["size"])}
+    inserted = session.execute(insert_ignoring_duplicates(session, Blob).values(in_place).returning(ROWID))
+    rowid = inserted.scalar_one_or_none()
+    if rowid is None:
+        return  # these bytes are stored already (the same attachment in an earlier mail)
+    data = memoryview(row["data"])
+    sqlite = session.connection().connection.driver_connection
+    assert sqlite is not None
+    with sqlite.blobopen(BLOB.name, "data", rowid) as handle:
+        for start in range(0, len(data), SQLITE_WRITE_CHUNK_BYTES):
+            handle.write(data[start:start + SQLITE_WRITE_CHUNK_BYTES])
 
 
 @lru_cache(maxsize=4)
@@ -87,6 +133,8 @@ def _postgresql_statement(mail_columns: tuple[str, ...]) -> Select[int]:
     Blobs and attachments arrive as binary arrays (unnest), so the statement has one shape whatever the number of
     attachments. The foreign keys are checked at the end of the statement, when the blobs exist.
     """
+    from sqlalchemy.dialects import postgresql  # loaded by the engine; on SQLite never imported (see store.upsert)
+
     new_mail = (
         postgresql.insert(MAIL)
         .values({name: bindparam(f"mail_{name}", type_=MAIL.c[name].type) for name in mail_columns})

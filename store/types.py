@@ -6,8 +6,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Dialect, String, Text
-from sqlalchemy.dialects import postgresql
+from sqlalchemy import ARRAY, DateTime, Dialect, String, Text
 from sqlalchemy.types import TypeDecorator
 
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
@@ -78,9 +77,12 @@ class BinaryList(list[Any]):
 
 
 class BinaryArray(TypeDecorator[list[Any]]):
-    """A PostgreSQL array parameter that travels in binary; its items keep their own bind processing."""
+    """A PostgreSQL array parameter that travels in binary; its items keep their own bind processing.
 
-    impl = postgresql.ARRAY
+    The generic ARRAY, which the PostgreSQL dialect turns into its own: this module then loads no dialect.
+    """
+
+    impl = ARRAY
     cache_ok = True
 
     def bind_processor(self, dialect: Dialect) -> Any:

@@ -53,11 +53,11 @@ def part_bytes(part: Message, ctx: ParseContext, where: str) -> bytes:
     if not isinstance(payload, str):
         return b""
     encoding = _transfer_encoding(part)
-    data = payload_bytes(payload)
     if encoding == "base64":
-        return decode_base64(data, ctx, where)
+        return decode_base64(encoded_text(payload), ctx, where)
     if encoding == "quotedprintable":
-        return binascii.a2b_qp(data)
+        return binascii.a2b_qp(encoded_text(payload))
+    data = payload_bytes(payload)
     if encoding in _UU_ENCODINGS:
         decoded = part.get_payload(decode=True)
         return decoded if isinstance(decoded, bytes) else data
@@ -66,12 +66,19 @@ def part_bytes(part: Message, ctx: ParseContext, where: str) -> bytes:
     return data
 
 
-def decode_base64(data: bytes, ctx: ParseContext, where: str) -> bytes:
+def encoded_text(payload: str) -> str | bytes:
+    """A base64 or quoted-printable body as binascii decodes it: an ASCII str as it is (binascii reads it in place,
+    where payload_bytes would first copy a large attachment's whole encoded body), else its bytes."""
+    return payload if payload.isascii() else payload_bytes(payload)
+
+
+def decode_base64(data: bytes | str, ctx: ParseContext, where: str) -> bytes:
+    """base64.b64decode (non-alphabet characters skipped); broken padding decodes as far as possible, noted."""
     try:
-        return base64.b64decode(data)
+        return binascii.a2b_base64(data)
     except (binascii.Error, ValueError):
         pass
-    cleaned = _NOT_BASE64.sub(b"", data)
+    cleaned = _NOT_BASE64.sub(b"", data.encode("ascii") if isinstance(data, str) else data)
     if len(cleaned) % 4 == 1:
         cleaned = cleaned[:-1]
     ctx.note(f"broken base64 in {where}: decoded as far as possible")

@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "check": ("kcc.cli.setup", "check", "Validate the configuration and say whether each part can be reached."),
     "run": ("kcc.cli.intake", "run", "Run the service: intake, relay, bounces, heartbeat and the web screen."),
     "web": ("kcc.cli.intake", "web", "Serve only the web screen (the KCC's review, tasks and beheer pages)."),
-    "poll": ("kcc.cli.intake", "poll", "Fetch new mail from the mailboxes into the review queue."),
+    "poll": ("kcc.cli.poll", "poll", "Fetch new mail from the mailboxes into the review queue."),
     "queue": ("kcc.cli.intake", "queue", "The review queue: stored mails waiting for a decision."),
     "register": ("kcc.cli.review", "register_command", "Register a mail as klantcontact with a task or nothing."),
     "reply": ("kcc.cli.replies", "reply_command", "Answer the customer (both klantcontacten and the message)."),

@@ -1,9 +1,7 @@
-"""Intake commands: poll the mailboxes, run the service, and look at the review queue."""
+"""Intake commands: run the service, serve the screen, and look at the review queue (`poll` is kcc.cli.poll)."""
 
 from __future__ import annotations
 
-import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -11,28 +9,9 @@ import click
 
 from kcc.cli.common import ID, LIMIT_OPTION, OFFSET_OPTION, Context, echo_json, page_limit
 from kcc.cli.output import cut, refuse_existing, safe, safe_block, write_export
-from kcc.service import Companion, ExportCompanion, poll_once, run_service
+from kcc.service import Companion, ExportCompanion, run_service
 from kcc.usecases.mail_files import attachment_file, raw_mail
 from kcc.usecases.review_queue import UnknownState, list_mails, show_mail
-
-
-@click.command()
-@click.option("--once", is_flag=True, help="Fetch what is new, print a summary line and exit.")
-@click.option("--mailbox", "mailbox_name", help="Only this mailbox (default: all configured mailboxes).")
-@click.pass_obj
-def poll(context: Context, once: bool, mailbox_name: str | None) -> None:
-    """Fetch new mail from the mailboxes into the review queue."""
-    app = context.app()
-    mailboxes = [app.config.mailbox(mailbox_name)] if mailbox_name else list(app.config.mailboxes)
-    if not once:
-        run_service(replace(app, config=replace(app.config, mailboxes=tuple(mailboxes))), relay=False)
-        return
-    summary, unreachable = poll_once(app, mailboxes)
-    click.echo(summary.line())
-    for problem in unreachable:
-        click.echo(f"kcc-mail: {problem}", err=True)
-    if unreachable:
-        sys.exit(1)
 
 
 @click.command()

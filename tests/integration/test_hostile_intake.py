@@ -21,7 +21,7 @@ from ingest.parse import ParsedMail
 from ingest.poller import Poller
 from ingest.sources.base import FolderStatus, MailRef
 from kcc.bootstrap import App, build_app
-from kcc.service import make_poller, poll_once, process_owner
+from kcc.polling import make_poller, poll_once, process_owner
 from store.mail import InboundMail, MailboxState
 
 OUT_OF_RANGE_DATES = ("Fri, 31 Dec 9999 23:59:59 -1200", "Mon, 1 Jan 0001 00:00:00 +1200",

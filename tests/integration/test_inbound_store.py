@@ -1,7 +1,9 @@
-"""Storing one received mail is all or nothing, on SQLite (plain INSERTs) and PostgreSQL (one statement)."""
+"""Storing one received mail is all or nothing, on SQLite (plain INSERTs) and PostgreSQL (one statement; plain
+INSERTs for a large mail)."""
 
 from __future__ import annotations
 
+import random
 import uuid
 from datetime import UTC, datetime
 
@@ -9,9 +11,9 @@ import pytest
 from sqlalchemy import Engine, func, select, text
 from support.dbfaults import MESSAGE, refuse_inserts
 
-from ingest.analysis import ClassifyOptions, StoredMail, analyse, attachment_rows, parsed_fields
+from ingest.analysis import Analysis, ClassifyOptions, StoredMail, analyse, attachment_rows, parsed_fields
 from ingest.sources.base import FetchedMail, MailRef
-from kcc.usecases.intake import store_mail
+from kcc.usecases.intake import store_group, store_mail
 from store.blobs import sha256_hex
 from store.engine import make_session_factory
 from store.inbound import NewBlob, insert_inbound_mail
@@ -127,3 +129,50 @@ def test_postgresql_compresses_mail_bytes_with_lz4(postgres_engine: Engine) -> N
             text("SELECT pg_column_compression(data) FROM blob WHERE sha256 = :sha"), {"sha": sha256_hex(raw)}
         )
     assert method == "lz4"
+
+
+LARGE_FORM = random.Random(8).randbytes(7_000_000)
+"""An attachment that makes the mail a large one: over store.inbound.ONE_STATEMENT_MAX_BYTES of blobs (plain
+INSERTs on PostgreSQL too) and over SQLITE_IN_PLACE_MIN_BYTES (written into its row in place on SQLite)."""
+
+
+def fetched_and_analysed(raw: bytes, uid: int) -> tuple[FetchedMail, Analysis]:
+    fetched = FetchedMail(ref=MailRef(uid=uid, key=str(uid), size=len(raw)), raw=raw, internaldate=RECEIVED)
+    return fetched, analyse(raw, RECEIVED, max_mail_bytes=20_000_000, options=ClassifyOptions())
+
+
+def blob_data(engine: Engine, digest: str) -> bytes | None:
+    with engine.connect() as connection:
+        return connection.scalar(select(Blob.data).where(Blob.sha256 == digest))
+
+
+def test_a_large_mail_and_its_large_attachment_are_stored_byte_for_byte(engine: Engine) -> None:
+    raw = with_attachments("Een grote scan", form=LARGE_FORM)
+    fetched, analysis = fetched_and_analysed(raw, uid=501)
+    mail = store_mail(UnitOfWork(make_session_factory(engine)), "info", fetched, 7, analysis)
+    assert mail is not None and mail.state == "te_beoordelen"
+    assert blob_data(engine, sha256_hex(raw)) == raw
+    assert blob_data(engine, sha256_hex(LARGE_FORM)) == LARGE_FORM
+    with engine.connect() as connection:
+        sizes = connection.execute(select(Blob.size).where(Blob.sha256.in_([sha256_hex(raw), sha256_hex(LARGE_FORM)])))
+        assert sorted(sizes.scalars()) == sorted([len(LARGE_FORM), len(raw)])
+    other_form = random.Random(9).randbytes(7_000_000)
+    other = with_attachments("Andere grote scan onder dezelfde UID", form=other_form)
+    fetched, analysis = fetched_and_analysed(other, uid=501)
+    assert store_mail(UnitOfWork(make_session_factory(engine)), "info", fetched, 7, analysis) is None
+    assert blobs_present(engine, sha256_hex(other), sha256_hex(other_form)) == set(), "nothing of a duplicate"
+
+
+def test_a_large_duplicate_in_a_group_takes_back_only_its_own_bytes(engine: Engine) -> None:
+    first = with_attachments("Grote scan, eerste keer", form=LARGE_FORM)
+    fetched, analysis = fetched_and_analysed(first, uid=601)
+    assert store_mail(UnitOfWork(make_session_factory(engine)), "info", fetched, 7, analysis) is not None
+    new_form = random.Random(10).randbytes(7_000_000)
+    new = with_attachments("Grote scan in de groep", form=new_form)
+    duplicate_form = random.Random(11).randbytes(7_000_000)
+    duplicate = with_attachments("Andere bytes onder UID 601", form=duplicate_form)
+    stored = store_group(lambda: UnitOfWork(make_session_factory(engine)), "info",
+                         [fetched_and_analysed(new, uid=602), fetched_and_analysed(duplicate, uid=601)], 7)
+    assert stored[0] is not None and stored[1] is None
+    assert blob_data(engine, sha256_hex(new_form)) == new_form
+    assert blobs_present(engine, sha256_hex(duplicate), sha256_hex(duplicate_form)) == set()

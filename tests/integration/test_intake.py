@@ -19,7 +19,7 @@ from ingest.poller import Poller
 from ingest.sources.base import SourceError
 from kcc.bootstrap import App, build_app
 from kcc.config import StorageConfig
-from kcc.service import make_poller, poll_once, process_owner
+from kcc.polling import make_poller, poll_once, process_owner
 from kcc.usecases.intake import acquire_lease, release_lease
 from kcc.usecases.review_queue import list_mails, show_mail
 from store.blobs import get_blob

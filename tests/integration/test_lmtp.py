@@ -299,7 +299,7 @@ def test_a_stop_lets_the_mail_being_stored_finish_with_250_and_answers_a_new_one
 
 
 def test_check_names_where_an_lmtp_mailbox_listens_and_poll_leaves_it_to_the_mta(app: App, mailbox_name: str) -> None:
-    from kcc.service import poll_once
+    from kcc.polling import poll_once
     from kcc.usecases.check import check_mailbox
 
     mailbox = lmtp_mailbox(mailbox_name, listen="127.0.0.1:2424", recipients=(INFO,))

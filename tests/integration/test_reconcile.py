@@ -15,7 +15,7 @@ from support.dovecot import ImapUser
 from kcc.bootstrap import App, build_app
 from kcc.config import MailboxConfig
 from kcc.monitoring import Level
-from kcc.service import poll_once
+from kcc.polling import poll_once
 from kcc.usecases.reconcile import Reconciliation, reconcile_mailbox
 from kcc.usecases.status import check_status
 from store.mail import InboundMail, ReconcileResult

@@ -31,7 +31,8 @@ import store
 from kcc.bootstrap import App, build_app
 from kcc.config import ConfigError, MonitoringConfig, StorageConfig, load_config
 from kcc.monitoring import Level, Report, report_json
-from kcc.service import poll_once, relay_once, run_service
+from kcc.polling import poll_once
+from kcc.service import relay_once, run_service
 from kcc.usecases.check import prepare_local_folders
 from kcc.usecases.heartbeat import Heartbeat, beat, forget_dead, remove_heartbeat
 from kcc.usecases.intake import acquire_lease, record_progress

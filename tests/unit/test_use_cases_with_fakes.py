@@ -18,8 +18,9 @@ from ingest.sources.base import FetchedMail, FolderStatus, MailCommandError, Mai
 from kcc.bootstrap import App, build_app, relay_settings
 from kcc.config import Config, DatabaseConfig, MailboxConfig, SmtpConfig
 from kcc.monitoring import Backlog, Figures, Level, MailboxFigures, evaluate
+from kcc.polling import poll_once
 from kcc.records.actor import medewerker
-from kcc.service import poll_once, relay_once
+from kcc.service import relay_once
 from kcc.usecases.contacts import show_contact
 from kcc.usecases.reply import Reply, reply
 from kcc.usecases.review_queue import list_mails
