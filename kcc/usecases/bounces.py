@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import Text, cast, select
 
 from kcc.records.actor import service_actor
 from kcc.usecases.outbox import OutboxNotFound, mark_bounced
@@ -32,9 +32,9 @@ SERVICE = "geautomatiseerde_actor:kcc-mail"
 def bounces_of_our_replies(uow: UnitOfWork) -> list[tuple[int, int]]:
     """(mail id, outbox id) for each waiting bounce that names one of our Message-IDs."""
     with uow:
-        waiting = uow.session.execute(
+        waiting = uow.session.execute(  # the flag is looked for by the database: a poll does not read the queue
             select(InboundMail.id, InboundMail.flags, InboundMail.classification).where(
-                InboundMail.state == MailState.TE_BEOORDELEN
+                InboundMail.state == MailState.TE_BEOORDELEN, cast(InboundMail.flags, Text).like('%"bounce"%')
             )
         ).all()
         named = {
