@@ -5,7 +5,10 @@ and the quarantine (show, release, dismiss, download)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import timedelta
+from enum import StrEnum
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -15,6 +18,7 @@ from kcc.usecases.access import Gebruiker, Rol
 from kcc.usecases.export import export_status, list_jobs, retry_failed
 from kcc.usecases.mail_files import raw_mail
 from kcc.usecases.outbox import list_messages, mark_sent, resend
+from kcc.usecases.paging import Page
 from kcc.usecases.quarantine import dismiss_quarantined, list_quarantine, release, show_quarantined
 from kcc.usecases.status import check_status
 from kcc.web.auth import page
@@ -35,23 +39,31 @@ async def status(request: Request, gebruiker: Gebruiker) -> Response:
     return pages_of(request).render(request, "beheer.html", {"report": report})
 
 
-@page(Rol.BEHEER)
-async def outbox(request: Request, gebruiker: Gebruiker) -> Response:
+async def status_list(request: Request, list_rows: Callable[..., Page[Any]], statuses: type[StrEnum],
+                      attention: tuple[str, str]) -> dict[str, Any]:
+    """A list by status, paged, or (the default) what needs a person: the rows of the two `attention` statuses."""
     wanted = request.query_params.get("status") or "aandacht"
+    if wanted not in ("aandacht", "alle", *statuses):
+        raise BadInput(f"status {wanted[:20]!r} bestaat niet; kies aandacht, alle of een van {', '.join(statuses)}")
     size = request.app.state.web.page_size
     pagina = number(request.query_params.get("pagina"), "pagina", 1) or 1
     app = kcc_app(request)
-    if wanted == "aandacht":  # what needs a person: uncertain and failed first
-        rows = [*await call(list_messages, app.uow(), status=OutboxStatus.UNCERTAIN, limit=size),
-                *await call(list_messages, app.uow(), status=OutboxStatus.FAILED, limit=size)]
+    if wanted == "aandacht":
+        rows = [row for status in attention for row in await call(list_rows, app.uow(), status=status, limit=size)]
         total = len(rows)
     else:
-        page_rows = await call(list_messages, app.uow(), status=None if wanted == "alle" else wanted, limit=size,
-                               offset=(pagina - 1) * size)
-        rows, total = list(page_rows), page_rows.total
-    context = {"rows": rows, "wanted": wanted, "names": OUTBOX_NAMES, "total": total, "pagina": pagina,
-               "paginas": max(1, -(-total // size)), "statuses": list(OutboxStatus)}
-    return pages_of(request).render(request, "outbox.html", context)
+        found = await call(list_rows, app.uow(), status=None if wanted == "alle" else wanted, limit=size,
+                           offset=(pagina - 1) * size)
+        rows, total = list(found), found.total
+    return {"rows": rows, "wanted": wanted, "total": total, "pagina": pagina, "paginas": max(1, -(-total // size)),
+            "statuses": list(statuses)}
+
+
+@page(Rol.BEHEER)
+async def outbox(request: Request, gebruiker: Gebruiker) -> Response:
+    """Uncertain and failed replies first: they need a person."""
+    context = await status_list(request, list_messages, OutboxStatus, (OutboxStatus.UNCERTAIN, OutboxStatus.FAILED))
+    return pages_of(request).render(request, "outbox.html", {**context, "names": OUTBOX_NAMES})
 
 
 @page(Rol.BEHEER)
@@ -76,26 +88,13 @@ async def outbox_mark_sent(request: Request, gebruiker: Gebruiker) -> Response:
 
 @page(Rol.BEHEER)
 async def export(request: Request, gebruiker: Gebruiker) -> Response:
-    """The export to Open Klant: the backlog, and what the register refused in its own words (to fix, then retry)."""
-    wanted = request.query_params.get("status") or "aandacht"
-    if wanted not in ("aandacht", "alle", *ExportStatus):
-        raise BadInput(f"status {wanted[:20]!r} bestaat niet; kies aandacht, alle of een van {', '.join(ExportStatus)}")
-    size = request.app.state.web.page_size
-    pagina = number(request.query_params.get("pagina"), "pagina", 1) or 1
+    """The export to Open Klant: the backlog, and what the register refused in its own words (to fix, then retry);
+    refused jobs first, then those waiting to be tried again."""
+    context = await status_list(request, list_jobs, ExportStatus, (ExportStatus.FAILED, ExportStatus.RETRY))
     app = kcc_app(request)
     backlog = await call(export_status, app.uow())
-    if wanted == "aandacht":  # what needs a person first: refused, then waiting to be tried again
-        rows = [*await call(list_jobs, app.uow(), status=ExportStatus.FAILED, limit=size),
-                *await call(list_jobs, app.uow(), status=ExportStatus.RETRY, limit=size)]
-        total = len(rows)
-    else:
-        found = await call(list_jobs, app.uow(), status=None if wanted == "alle" else wanted, limit=size,
-                           offset=(pagina - 1) * size)
-        rows, total = list(found), found.total
-    context = {"rows": rows, "wanted": wanted, "names": EXPORT_NAMES, "total": total, "pagina": pagina,
-               "paginas": max(1, -(-total // size)), "statuses": list(ExportStatus), "backlog": backlog,
-               "enabled": app.config.openklant.enabled}
-    return pages_of(request).render(request, "export.html", context)
+    return pages_of(request).render(request, "export.html", {
+        **context, "names": EXPORT_NAMES, "backlog": backlog, "enabled": app.config.openklant.enabled})
 
 
 @page(Rol.BEHEER)
