@@ -12,9 +12,25 @@ from kcc.cli.output import cut, safe
 from kcc.usecases.export import backfill, export_status, list_jobs, retry_failed
 
 
-@click.group()
-def export() -> None:
+@click.group(invoke_without_command=True)
+@click.option("--once", is_flag=True, help="One round, as `export run --once`.")
+@click.option("--backfill", "queue_older", is_flag=True, help="Queue older klantcontacten, as `export backfill`.")
+@click.pass_context
+def export(context: click.Context, once: bool, queue_older: bool) -> None:
     """Export of the klantcontacten to Open Klant ([openklant]): every decision leaves a job for the exporter."""
+    if context.invoked_subcommand is not None or not (once or queue_older):
+        if once or queue_older:
+            raise click.UsageError("--once and --backfill stand alone: `kcc-mail export --once`, or use the "
+                                   "subcommand without them")
+        if context.invoked_subcommand is None:
+            click.echo(context.get_help())
+        return
+    if once and queue_older:
+        raise click.UsageError("choose one: `kcc-mail export --backfill`, then `kcc-mail export --once`")
+    if queue_older:
+        context.invoke(export_backfill)
+    else:
+        context.invoke(export_run, once=True)
 
 
 @export.command("run")

@@ -99,8 +99,9 @@ def test_an_operator_exports_sees_a_refusal_and_retries(workdir: Path, server: O
     assert (check["level"], health["export"]["counts"]["failed"]) == ("warning", 1), check
     assert "kcc-mail export retry" in check["message"]
     assert "1 failed jobs queued again" in kcc_mail("export", "retry", cwd=workdir).stdout
-    again = kcc_mail("export", "run", "--once", cwd=workdir, env=ENV)
+    again = kcc_mail("export", "--once", cwd=workdir, env=ENV)  # the spelling of issue 14, as `export run --once`
     assert again.returncode == 0 and again.stdout.startswith("exported=1 "), again.stderr
+    assert kcc_mail("export", "--backfill", cwd=workdir).stdout.strip() == "0 klantcontacten queued for export"
     after = status(workdir)
     assert (after["enabled"], after["jobs"]["failed"], after["jobs"]["done"]) == (True, 0, before + 1)
     assert kcc_mail("export", "verify", cwd=workdir, env=ENV).returncode == 0
