@@ -8,6 +8,7 @@ variable or a file that holds them.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
 import os
 import tomllib
@@ -126,8 +127,9 @@ class RepliesConfig:
         return builtin_templates()
 
 
+@functools.cache
 def builtin_templates() -> Path:
-    """The reply templates that ship with kcc-mail.
+    """The reply templates that ship with kcc-mail (looked up once per process: a decision asks every time).
 
     Installed from a wheel they are package data, `replies/builtin_templates` (pyproject.toml maps the checkout's
     templates/replies there); run from a checkout (an editable install) they are that folder itself.
