@@ -18,19 +18,18 @@ from kcc.usecases.export import backfill, export_status, list_jobs, retry_failed
 @click.pass_context
 def export(context: click.Context, once: bool, queue_older: bool) -> None:
     """Export of the klantcontacten to Open Klant ([openklant]): every decision leaves a job for the exporter."""
-    if context.invoked_subcommand is not None or not (once or queue_older):
+    if context.invoked_subcommand is not None:
         if once or queue_older:
             raise click.UsageError("--once and --backfill stand alone: `kcc-mail export --once`, or use the "
                                    "subcommand without them")
-        if context.invoked_subcommand is None:
-            click.echo(context.get_help())
-        return
-    if once and queue_older:
+    elif once and queue_older:
         raise click.UsageError("choose one: `kcc-mail export --backfill`, then `kcc-mail export --once`")
-    if queue_older:
+    elif queue_older:
         context.invoke(export_backfill)
-    else:
+    elif once:
         context.invoke(export_run, once=True)
+    else:
+        click.echo(context.get_help())
 
 
 @export.command("run")
