@@ -24,8 +24,9 @@ Flags (a sorted tuple, stable order):
 
 from __future__ import annotations
 
+import itertools
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from ingest.parse import ParsedMail
@@ -308,7 +309,7 @@ _FAILED_INTRO = re.compile(
     r"|not be delivered|user unknown|delivery to the following",
     re.IGNORECASE,
 )
-_ADDRESS_LINE = re.compile(r"^[ \t*•-]*<?([^<>\s:;,\"']+@[^<>\s:;,\"']+?)>?[ \t]*:?[ \t]*$")
+_ADDRESS_LINE = re.compile(r"[ \t*•-]*<?([^<>\s:;,\"']+@[^<>\s:;,\"']+?)>?[ \t]*:?[ \t]*$")  # matched per line
 
 
 def _original_message_id(mail: ParsedMail) -> str | None:
@@ -331,12 +332,18 @@ def _header_block(data: bytes) -> str:
 
 
 def _text_recipient(mail: ParsedMail) -> str | None:
-    """The failed recipient as MTAs write it in the human-readable text (Postfix, qmail, Exim, Exchange)."""
+    """The failed recipient as MTAs write it in the human-readable text (Postfix, qmail, Exim, Exchange).
+
+    The kinds of candidate are looked for in turn, each only when the ones before gave none of use: a bounce's
+    text can be long, and most name the recipient in the first way.
+    """
     ours = {mail.from_address.lower(), *(a.lower() for a in mail.to)}
     text = mail.text
-    candidates = [m.group(1) for m in _RECIPIENT_FIELD.finditer(text)]
-    candidates += [m.group(1) for m in _BRACKETED_LINE.finditer(text)]
-    candidates += _addresses_after_failure_intro(text)
+    candidates = itertools.chain(
+        (m.group(1) for m in _RECIPIENT_FIELD.finditer(text)),
+        (m.group(1) for m in _BRACKETED_LINE.finditer(text)),
+        _addresses_after_failure_intro(text),
+    )
     for candidate in candidates:
         address = _normal_address(candidate.rstrip(".:;,"))
         if address and address.lower() not in ours:
@@ -344,14 +351,25 @@ def _text_recipient(mail: ParsedMail) -> str | None:
     return None
 
 
-def _addresses_after_failure_intro(text: str) -> list[str]:
-    lines = text.split("\n")
-    out: list[str] = []
-    for index, line in enumerate(lines):
-        if _FAILED_INTRO.search(line):
-            for following in lines[index + 1: index + 6]:
-                match = _ADDRESS_LINE.match(following)
-                if match:
-                    out.append(match.group(1))
-                    break
-    return out
+def _addresses_after_failure_intro(text: str) -> Iterator[str]:
+    """The first address line within five lines after each line that speaks of a failure.
+
+    One search over the whole text, not one per line: the intro is rare, the lines are many.
+    """
+    searched_to = 0
+    for intro in _FAILED_INTRO.finditer(text):
+        if intro.start() < searched_to:
+            continue  # a second intro on a line already handled
+        line_end = text.find("\n", intro.end())
+        if line_end < 0:
+            return
+        searched_to = start = line_end + 1
+        for _ in range(5):
+            end = text.find("\n", start)
+            match = _ADDRESS_LINE.match(text, start, len(text) if end < 0 else end)
+            if match:
+                yield match.group(1)
+                break
+            if end < 0:
+                return
+            start = end + 1

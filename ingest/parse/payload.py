@@ -8,9 +8,9 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from email import policy as email_policy
 from email.generator import BytesGenerator
 from email.message import Message
+from email.policy import Compat32
 from io import BytesIO
 from typing import Any
 
@@ -100,9 +100,30 @@ def message_part_bytes(part: Message, ctx: ParseContext) -> bytes:
     return data
 
 
+class _AsReceived(Compat32):
+    """compat32 that writes each header as it was received instead of folding it anew.
+
+    compat32 re-encodes every header through `email.header.Header`: a third of the parse time of a typical bounce,
+    whose report parts are flattened, and it drops the whitespace before each fold. The attached original is
+    evidence of what was sent; the received text is both faster and true to it.
+    """
+
+    def fold_binary(self, name: str, value: Any) -> bytes:
+        if not isinstance(value, str):  # a Header object set by code
+            return super().fold_binary(name, value)
+        try:  # a parsed header is ASCII, its 8-bit bytes surrogate escapes
+            return f"{name}: {value}{self.linesep}".encode("ascii", "surrogateescape")
+        except UnicodeEncodeError:  # real non-ASCII text (a header set by code, not parsed): let compat32 encode it
+            return super().fold_binary(name, value)
+
+
+_AS_RECEIVED = _AsReceived()
+
+
 def flatten(msg: Message, linesep: str) -> bytes:
+    """The message's bytes: its headers as received, its body as parsed."""
     out = BytesIO()
-    generator = BytesGenerator(out, mangle_from_=False, maxheaderlen=0, policy=email_policy.compat32)
+    generator = BytesGenerator(out, mangle_from_=False, maxheaderlen=0, policy=_AS_RECEIVED)
     generator.flatten(msg, linesep=linesep)
     return out.getvalue()
 

@@ -527,6 +527,24 @@ def test_attached_message_is_kept_whole_and_not_mixed_into_the_text() -> None:
     assert attached.data.rstrip(b"\r\n") == inner.rstrip(b"\r\n")
 
 
+def test_attached_message_keeps_its_headers_as_received() -> None:
+    """The attached original is evidence: its headers are not folded anew, re-encoded or decoded."""
+    inner = (
+        b"From: =?utf-8?q?J=C3=A9r=C3=B4me?= <oud@example.nl>\r\n"
+        b"Subject: Een lange onderwerpregel die de afzender zelf \r\n\tna 'zelf ' heeft afgebroken\r\n"
+        b"X-Acht-Bits: caf\xc3\xa9 op de hoek\r\n"
+        b"Received: from mx.example.nl (mx.example.nl [192.0.2.1]) by mail.gemeente.nl with ESMTPS id 4Xyz; "
+        b"Mon, 30 Nov 2026 10:00:00 +0100\r\n\r\nOude tekst\r\n"
+    )
+    raw = mail(
+        BASIC_HEADERS.replace("text/plain; charset=utf-8", 'multipart/mixed; boundary="m"'),
+        b"--m\r\nContent-Type: text/plain\r\n\r\nZie doorgestuurd bericht.\r\n"
+        b"--m\r\nContent-Type: message/rfc822\r\n\r\n" + inner + b"--m--\r\n",
+    )
+    [attached] = parse_mail(raw).attachments
+    assert attached.data.rstrip(b"\r\n") == inner.rstrip(b"\r\n")
+
+
 def test_inline_image_has_content_id_without_brackets() -> None:
     raw = mail(
         BASIC_HEADERS.replace("text/plain; charset=utf-8", 'multipart/related; boundary="r"'),
