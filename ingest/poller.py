@@ -11,14 +11,14 @@ import random
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Protocol
 
-from ingest.analysis import Analysis, ClassifyOptions, Parser, StoredMail, analyse, analyse_mail, default_parser
+from ingest.analysis import Analysis, ClassifyOptions, Parser, StoredMail, analyse, analyse_mails, default_parser
 from ingest.sources.base import FetchedMail, MailCommandError, MailRef, MailSource, SourceError
 from ingest.storing import GroupLimits, StoredBatch, StoringThread
-from ingest.workers import ParsePool
+from ingest.workers import INTAKE_PRELOAD, ParsePool
 from store.blobs import sha256_hex
 from store.engine import describe_error
 from store.states import MailState
@@ -28,7 +28,10 @@ log = logging.getLogger(__name__)
 
 IDLE_SLICE_SECONDS = 5.0
 PIPELINE_MIN_MAILS = 20  # fewer new mails than this are parsed here: starting a worker would cost more
-PIPELINE_DEPTH = 8  # mails fetched and parsing ahead of the one being stored; bounds the memory held in flight
+PIPELINE_DEPTH = 64  # mails fetched and parsing ahead of the one being stored
+PIPELINE_BYTES = 24 * 1024 * 1024  # and their bytes: together they bound the memory held in flight
+CHUNK_MAILS = 10  # mails sent to a parse worker in one task: a task's trip costs about one small mail's parse
+CHUNK_BYTES = 1024 * 1024  # a chunk is sent once it holds this much, so large mails go (nearly) alone
 MAX_BACKOFF_SECONDS = 60.0
 STANDBY_SECONDS = 30.0  # how often a standby instance checks whether the other's lease has run out
 
@@ -96,13 +99,37 @@ class IntakeLedger(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Parsing:
-    """A fetched mail on its way: being parsed (maybe in a worker), then stored."""
+    """A fetched mail on its way: being parsed (maybe in a worker, as mail `index` of a chunk), then stored."""
 
     fetched: FetchedMail
     digest: str
     received_at: datetime
-    future: Future[Analysis] | None
+    chunk: ParseChunk | None = None
+    index: int = 0
     duplicate: bool = False
+
+
+class ParseChunk:
+    """Mails sent to a parse worker as one task; their analyses, fetched once by the storing thread."""
+
+    def __init__(self, pool: ParsePool, mails: list[tuple[bytes, datetime, str]], settings: PollSettings) -> None:
+        self._pool = pool
+        self._mails = mails
+        self._settings = settings
+        self._future: Future[list[Analysis]] = pool.submit(
+            analyse_mails, mails, settings.max_mail_bytes, settings.classify
+        )
+        self._analyses: list[Analysis] | None = None
+
+    def analysis(self, index: int) -> Analysis:
+        """The worker's result; if the worker died, the chunk is parsed here (once)."""
+        if self._analyses is None:
+            settings = self._settings
+            self._analyses = self._pool.result(
+                self._future, analyse_mails, self._mails, settings.max_mail_bytes, settings.classify
+            )
+            self._mails = []  # the storing thread holds the raw bytes; do not keep a second reference
+        return self._analyses[index]
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +157,8 @@ class Poller:
         self._stop = stop or threading.Event()
         self._known: set[str] | None = None  # during a re-scan: the sha256 of every mail already stored
         self._pool: ParsePool | None = None  # parse workers, once there was a backlog worth them
+        self._chunk: list[Parsing] = []  # fetched, waiting to be sent to a parse worker together
+        self._chunk_bytes = 0
         self.standing_by = False
         """True while another process holds this mailbox's lease (a second instance on standby)."""
 
@@ -166,7 +195,7 @@ class Poller:
         try:
             refs = self._source.list_new(above)
             if self._pool is None and self._parser is default_parser and len(refs) >= PIPELINE_MIN_MAILS:
-                self._pool = ParsePool(workers=2)
+                self._pool = ParsePool(workers=2, preload=INTAKE_PRELOAD)
             if refs:
                 self._fetch_and_store(refs, status.uidvalidity, summary)
             else:
@@ -185,7 +214,7 @@ class Poller:
         """
         storing: StoringThread[Parsing] = StoringThread(
             lambda group: self._store_group(group, uidvalidity, summary), PIPELINE_DEPTH,
-            size=lambda parsing: len(parsing.fetched.raw), limits=self._settings.group,
+            size=lambda parsing: len(parsing.fetched.raw), limits=self._settings.group, max_bytes=PIPELINE_BYTES,
         )
         try:
             for start in range(0, len(refs), self._settings.batch_size):
@@ -193,9 +222,11 @@ class Poller:
                     break
                 batch = refs[start:start + self._settings.batch_size]
                 self._fetch_batch(batch, storing, summary)
+                self._send_chunk(storing)
                 storing.end_batch(batch)
                 self._settle(storing.stored(), uidvalidity)
         except BaseException:
+            self._chunk, self._chunk_bytes = [], 0  # fetched, never stored: not marked, fetched again next time
             # Mark what was committed; when the connection itself was lost that fails too, and the error that
             # matters is the first one. Unmarked mails are fetched again next time and skipped as stored.
             try:
@@ -215,9 +246,35 @@ class Poller:
                 log.warning("mailbox=%s fetch failed: %s", self.mailbox, item, extra=self._context)
                 continue
             summary.fetched += 1
-            storing.put(self._start_parsing(item))
+            self._queue(self._start_parsing(item), storing)
             if self._stop.is_set():
                 break
+
+    def _queue(self, parsing: Parsing, storing: StoringThread[Parsing]) -> None:
+        """To the storing thread in order; with parse workers, by way of a chunk that is sent when full.
+
+        A mail reaches the storing thread only once its chunk is on its way to a worker: the thread waits for the
+        mail's analysis, and the chunk must not wait for the thread in turn.
+        """
+        if self._pool is None:
+            storing.put(parsing)
+            return
+        self._chunk.append(parsing)
+        if not parsing.duplicate:
+            self._chunk_bytes += len(parsing.fetched.raw)
+        if sum(not p.duplicate for p in self._chunk) >= CHUNK_MAILS or self._chunk_bytes >= CHUNK_BYTES:
+            self._send_chunk(storing)
+
+    def _send_chunk(self, storing: StoringThread[Parsing]) -> None:
+        """Send the waiting mails to a parse worker as one task, then hand them to the storing thread."""
+        waiting, self._chunk, self._chunk_bytes = self._chunk, [], 0
+        to_parse = [parsing for parsing in waiting if not parsing.duplicate]
+        chunk = None
+        if to_parse and self._pool is not None:
+            chunk = ParseChunk(self._pool, [(p.fetched.raw, p.received_at, p.digest) for p in to_parse], self._settings)
+        indexes = {id(parsing): index for index, parsing in enumerate(to_parse)}
+        for parsing in waiting:
+            storing.put(parsing if parsing.duplicate else replace(parsing, chunk=chunk, index=indexes[id(parsing)]))
 
     def _settle(self, batches: Sequence[StoredBatch], uidvalidity: int) -> None:
         """Mark the committed mails processed, then move the high-water mark past each complete batch."""
@@ -231,17 +288,11 @@ class Poller:
                 )
 
     def _start_parsing(self, fetched: FetchedMail) -> Parsing:
-        """Hand the mail to the parse worker (when there is one); a known duplicate is not parsed at all."""
+        """The mail on its way; a known duplicate (during a re-scan) is not parsed at all."""
         digest = sha256_hex(fetched.raw)
         received_at = fetched.internaldate or utcnow()
-        if self._known is not None and digest in self._known:
-            return Parsing(fetched, digest, received_at, None, duplicate=True)
-        future = None
-        if self._pool is not None:
-            settings = self._settings
-            future = self._pool.submit(analyse_mail, fetched.raw, received_at, settings.max_mail_bytes,
-                                       settings.classify, digest)
-        return Parsing(fetched, digest, received_at, future)
+        duplicate = self._known is not None and digest in self._known
+        return Parsing(fetched, digest, received_at, duplicate=duplicate)
 
     def _store_group(self, group: Sequence[Parsing], uidvalidity: int, summary: IntakeSummary) -> list[MailRef]:
         """Store the group's mails in one transaction; the refs of all of them, to be marked after the commit."""
@@ -263,9 +314,8 @@ class Poller:
     def _analysis(self, parsing: Parsing) -> Analysis:
         """The worker's result when a worker parsed it, else parsed here."""
         settings = self._settings
-        if parsing.future is not None and self._pool is not None:
-            return self._pool.result(parsing.future, analyse_mail, parsing.fetched.raw, parsing.received_at,
-                                     settings.max_mail_bytes, settings.classify, parsing.digest)
+        if parsing.chunk is not None:
+            return parsing.chunk.analysis(parsing.index)
         return analyse(
             parsing.fetched.raw, parsing.received_at, max_mail_bytes=settings.max_mail_bytes,
             options=settings.classify, parser=self._parser, digest=parsing.digest,

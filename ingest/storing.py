@@ -52,7 +52,8 @@ def _one_by_one() -> GroupLimits:
 
 
 class StoringThread(Generic[Item]):
-    """Runs `store` on groups of items in order, on one thread; at most `depth` items wait besides the group.
+    """Runs `store` on groups of items in order, on one thread; at most `depth` items (and `max_bytes` of their
+    sizes) wait besides the group.
 
     `store` commits a group and returns the refs it handled. After it raises, nothing more is stored: the items
     of that group and those still queued are dropped (they are not marked, so they are fetched again next time)
@@ -61,20 +62,22 @@ class StoringThread(Generic[Item]):
 
     def __init__(
         self, store: Callable[[Sequence[Item]], list[MailRef]], depth: int, *, size: Callable[[Item], int],
-        limits: GroupLimits | None = None,
+        limits: GroupLimits | None = None, max_bytes: int | None = None,
     ) -> None:
         self._store = store
         self._size = size
         self._limits = limits or _one_by_one()
         self._queue: queue.Queue[Item | _EndOfBatch | object] = queue.Queue(maxsize=depth)
+        self._waiting = _ByteBudget(max_bytes)
         self._stored: queue.SimpleQueue[StoredBatch] = queue.SimpleQueue()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="intake-store", daemon=True)
         self._thread.start()
 
     def put(self, item: Item) -> None:
-        """Queue one mail; waits while `depth` mails wait already."""
+        """Queue one mail; waits while `depth` mails, or `max_bytes` of mail, wait already."""
         self.raise_error()
+        self._waiting.take(self._size(item))
         self._queue.put(item)
 
     def end_batch(self, batch: Sequence[MailRef]) -> None:
@@ -117,6 +120,8 @@ class StoringThread(Generic[Item]):
             if item is _CLOSE:
                 break
             if self._error is not None:
+                if not isinstance(item, _EndOfBatch):
+                    self._waiting.give_back(self._size(item))  # type: ignore[arg-type]
                 continue  # stopped at an error: drop the rest unstored (and unmarked)
             if isinstance(item, _EndOfBatch):
                 handled = self._commit(group, handled)
@@ -128,7 +133,9 @@ class StoringThread(Generic[Item]):
             if not group:
                 deadline = time.monotonic() + self._limits.seconds
             group.append(item)  # type: ignore[arg-type]
-            group_bytes += self._size(item)  # type: ignore[arg-type]
+            size = self._size(item)  # type: ignore[arg-type]
+            group_bytes += size
+            self._waiting.give_back(size)
             if len(group) >= self._limits.mails or group_bytes >= self._limits.bytes:
                 handled = self._commit(group, handled)
                 group, group_bytes = [], 0
@@ -147,3 +154,27 @@ class StoringThread(Generic[Item]):
             self._error = exc
             self._stored.put(StoredBatch((), handled, complete=False))
             return []
+
+
+class _ByteBudget:
+    """How many bytes of mail may wait for the thread; a mail larger than the whole budget waits alone."""
+
+    def __init__(self, limit: int | None) -> None:
+        self._limit = limit
+        self._used = 0
+        self._changed = threading.Condition()
+
+    def take(self, size: int) -> None:
+        if self._limit is None:
+            return
+        with self._changed:
+            while self._used and self._used + size > self._limit:
+                self._changed.wait()
+            self._used += size
+
+    def give_back(self, size: int) -> None:
+        if self._limit is None:
+            return
+        with self._changed:
+            self._used -= size
+            self._changed.notify_all()

@@ -32,6 +32,9 @@ S = TypeVar("S")
 
 PRELOAD = ["__main__", "ingest.analysis", "ingest.reevaluate", "ingest.sources.files"]
 """Imported once by the forkserver, so a new worker starts with the parser loaded (and __main__'s functions)."""
+INTAKE_PRELOAD = ["ingest.analysis", "ingest.parse", "ingest.classify"]
+"""What intake's workers need: the parser and classifier without SQLAlchemy or the tables, a tenth of PRELOAD's
+import time. The forkserver starts when a backlog is found, and the first mails of it wait for this import."""
 IN_FLIGHT_PER_WORKER = 8
 """Chunks queued per worker in `run_chunks`: enough to keep every core busy, few enough to bound memory."""
 BATCH_NICENESS = 10
@@ -101,11 +104,11 @@ def _start_worker(parent: int, niceness: int) -> None:
     leave_with(parent)
 
 
-def _context() -> BaseContext:
+def _context(preload: list[str]) -> BaseContext:
     """A forkserver: workers start from a clean, single-threaded process (no locks copied from our threads)."""
     if "forkserver" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(PRELOAD)
+        context.set_forkserver_preload(preload)
         return context
     return multiprocessing.get_context("spawn")
 
@@ -118,9 +121,10 @@ class ParsePool:
     starts a fresh executor.
     """
 
-    def __init__(self, workers: int, *, niceness: int = 0) -> None:
+    def __init__(self, workers: int, *, niceness: int = 0, preload: list[str] = PRELOAD) -> None:
         self._workers = workers
         self._niceness = niceness
+        self._preload = preload
         self._executor: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
 
@@ -154,7 +158,7 @@ class ParsePool:
 
     def _start(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
-            max_workers=self._workers, mp_context=_context(), initializer=_start_worker,
+            max_workers=self._workers, mp_context=_context(self._preload), initializer=_start_worker,
             initargs=(os.getpid(), self._niceness),
         )
 

@@ -1,8 +1,5 @@
-"""Persistence only: tables, engine and sessions, the unit of work, blobs and migrations."""
+"""Persistence only: tables, engine and sessions, the unit of work, blobs and migrations.
 
-from store import audit, claims, export, klantinteracties, mail, monitoring, outbox
-from store.base import Base, add_length_checks
-
-add_length_checks(Base.metadata)
-
-__all__ = ["Base", "audit", "claims", "export", "klantinteracties", "mail", "monitoring", "outbox"]
+Importing the package loads no table: a parse worker needs only `store.values` and `store.states`, without
+SQLAlchemy. `store.models` declares every table; the engine imports it, so every session sees all of them.
+"""

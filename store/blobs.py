@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
-
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from store.mail import Blob
 from store.types import utcnow
 from store.upsert import insert_if_absent
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+from store.values import sha256_hex as sha256_hex
 
 
 def put_blob(session: Session, data: bytes, digest: str | None = None) -> str:

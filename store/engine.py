@@ -12,6 +12,7 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, Opera
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
+from store import models  # noqa: F401  (every table declared before the first session)
 from store.types import BinaryList
 
 PING_AFTER_IDLE_SECONDS = 1.0

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, cast
 
-from sqlalchemy import Integer, Select, Table, bindparam, exists, func, insert, select, true
+from sqlalchemy import Integer, Select, Table, and_, bindparam, exists, func, insert, or_, select, true
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import column, literal_column
 from sqlalchemy.sql.elements import ColumnClause
@@ -24,6 +24,7 @@ from sqlalchemy.sql.selectable import CTE, TableValuedAlias
 from store.mail import Blob, InboundAttachment, InboundMail
 from store.types import BinaryArray, utcnow
 from store.upsert import insert_ignoring_duplicates
+from store.values import NewBlob as NewBlob
 
 BLOB = cast(Table, Blob.__table__)
 MAIL = cast(Table, InboundMail.__table__)
@@ -38,12 +39,6 @@ ONE_STATEMENT_MAX_BYTES = 8 * 1024 * 1024
 one blob each: its bytes in arrays would be copied twice more (psycopg's array, then libpq's buffer, which grows
 by doubling), three to five times the mail in memory at once."""
 ATTACHMENT_COLUMNS = ("position", "bestandsnaam", "formaat", "size", "blob_sha256", "inline", "content_id")
-
-
-@dataclass(frozen=True, slots=True)
-class NewBlob:
-    sha256: str
-    data: bytes
 
 
 def insert_inbound_mail(
@@ -79,6 +74,68 @@ def insert_inbound_mail(
     return mail_id
 
 
+@dataclass(frozen=True, slots=True)
+class NewMail:
+    """One mail of a group: its blobs, its inbound_mail values, and its attachment rows (without the mail's id)."""
+
+    blobs: Sequence[NewBlob]
+    values: dict[str, Any]
+    attachments: Sequence[dict[str, Any]]
+
+
+def insert_inbound_group(session: Session, mailbox: str, mails: Sequence[NewMail]) -> list[int | None]:
+    """Insert a group of mails of one mailbox in the caller's transaction, a statement per table, not per mail.
+
+    Per mail the new id, or None when the mailbox holds it already (or an earlier mail of the group is the same
+    mail). Those are found first with one query; the rest are plain INSERTs, so a mail another process stores at
+    this very moment makes the whole statement fail, and the caller rolls back and stores the group one by one
+    (`insert_inbound_mail`, which settles such a race per mail). The caller commits.
+    """
+    new = _not_yet_stored(session, mailbox, mails)
+    blob_rows = _blob_rows([blob for mail in new for blob in mail.blobs])
+    _insert_blob_rows(session, blob_rows, one_blob_a_statement=False)
+    if not new:
+        return [None] * len(mails)
+    inserted = session.execute(
+        insert(MAIL).returning(MAIL.c.id, sort_by_parameter_order=True), [mail.values for mail in new]
+    )
+    ids = dict(zip((id(mail) for mail in new), inserted.scalars().all(), strict=True))
+    attachment_rows = [
+        {"inbound_mail_id": ids[id(mail)], **row} for mail in new for row in mail.attachments
+    ]
+    if attachment_rows:
+        session.execute(insert(ATTACHMENT), attachment_rows)
+    return [ids.get(id(mail)) for mail in mails]
+
+
+def _not_yet_stored(session: Session, mailbox: str, mails: Sequence[NewMail]) -> list[NewMail]:
+    """The mails of the group that neither the mailbox nor an earlier mail of the group holds (by sha256 or UID)."""
+    digests = {mail.values["raw_sha256"] for mail in mails}
+    uids = {(mail.values["uidvalidity"], mail.values["uid"]) for mail in mails if mail.values["uid"] is not None}
+    known = or_(MAIL.c.raw_sha256.in_(digests), *(
+        and_(MAIL.c.uidvalidity == uidvalidity, MAIL.c.uid.in_(sorted(uid for v, uid in uids if v == uidvalidity)))
+        for uidvalidity in {v for v, _ in uids}
+    ))
+    seen_digests: set[str] = set()
+    seen_uids: set[tuple[int | None, int]] = set()
+    for digest, uidvalidity, uid in session.execute(
+        select(MAIL.c.raw_sha256, MAIL.c.uidvalidity, MAIL.c.uid).where(MAIL.c.mailbox == mailbox, known)
+    ):
+        seen_digests.add(digest)
+        if uid is not None:
+            seen_uids.add((uidvalidity, uid))
+    new = []
+    for mail in mails:
+        digest, key = mail.values["raw_sha256"], (mail.values["uidvalidity"], mail.values["uid"])
+        if digest in seen_digests or (key[1] is not None and key in seen_uids):
+            continue
+        seen_digests.add(digest)
+        if key[1] is not None:
+            seen_uids.add(key)
+        new.append(mail)
+    return new
+
+
 def _insert_rows(
     session: Session, blob_rows: list[dict[str, Any]], mail: dict[str, Any], attachments: Sequence[dict[str, Any]],
     *, one_blob_a_statement: bool = False,
@@ -88,6 +145,17 @@ def _insert_rows(
     `one_blob_a_statement` for a large mail on PostgreSQL: psycopg would send an executemany as one pipeline,
     which, like the arrays of the one-statement path, holds the bytes of all blobs at once in its buffer.
     """
+    _insert_blob_rows(session, blob_rows, one_blob_a_statement=one_blob_a_statement)
+    mail_id = session.execute(
+        insert_ignoring_duplicates(session, InboundMail).returning(MAIL.c.id), mail
+    ).scalar_one_or_none()
+    if mail_id is not None and attachments:
+        session.execute(insert(ATTACHMENT), [{"inbound_mail_id": mail_id, **row} for row in attachments])
+    return mail_id
+
+
+def _insert_blob_rows(session: Session, blob_rows: list[dict[str, Any]], *, one_blob_a_statement: bool) -> None:
+    """INSERT the blobs that are not stored yet; on SQLite a large one is written into its row in place."""
     if session.get_bind().dialect.name == "sqlite":
         for row in blob_rows:
             if row["size"] >= SQLITE_IN_PLACE_MIN_BYTES:
@@ -99,12 +167,6 @@ def _insert_rows(
             session.execute(blob_insert, row)
     elif blob_rows:
         session.execute(blob_insert, blob_rows)
-    mail_id = session.execute(
-        insert_ignoring_duplicates(session, InboundMail).returning(MAIL.c.id), mail
-    ).scalar_one_or_none()
-    if mail_id is not None and attachments:
-        session.execute(insert(ATTACHMENT), [{"inbound_mail_id": mail_id, **row} for row in attachments])
-    return mail_id
 
 
 def _insert_sqlite_blob_in_place(session: Session, row: dict[str, Any]) -> None:

@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import ARRAY, DateTime, Dialect, String, Text
 from sqlalchemy.types import TypeDecorator
 
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-
-
-def strip_nul(value: str) -> str:
-    """PostgreSQL text holds neither NUL nor lone surrogates (from undecodable 8-bit headers); mail can carry both.
-
-    Replace them visibly instead of failing the whole transaction.
-    """
-    return _UNSTORABLE.sub("\ufffd", value) if _UNSTORABLE.search(value) else value
+from store.values import strip_nul as strip_nul
+from store.values import utcnow as utcnow
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -62,10 +54,6 @@ class SafeText(_WithoutNul, TypeDecorator[str]):
 
     impl = Text
     cache_ok = True
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class BinaryList(list[Any]):

@@ -19,7 +19,7 @@ from ingest.poller import MailboxProgress
 from ingest.sources.base import FetchedMail
 from kcc.usecases.heartbeat import process_is_gone
 from store.engine import describe_error, is_unavailable
-from store.inbound import insert_inbound_mail
+from store.inbound import NewMail, insert_inbound_group, insert_inbound_mail
 from store.mail import InboundMail, MailboxState
 from store.states import QuarantineReason
 from store.types import utcnow
@@ -88,15 +88,17 @@ def _insert_group(
     uow: UnitOfWork, mailbox: str, mails: Sequence[tuple[FetchedMail, Analysis]], uidvalidity: int | None
 ) -> list[StoredMail | None]:
     """One attempt at the whole group, as parsed; any failure is raised and nothing of the group is kept."""
-    rows = [(mail_row(mailbox, fetched, uidvalidity, analysis, headers=True), analysis) for fetched, analysis in mails]
-    stored: list[StoredMail | None] = []
+    rows = [mail_row(mailbox, fetched, uidvalidity, analysis, headers=True) for fetched, analysis in mails]
     with uow:
-        for row, analysis in rows:
-            mail_id = insert_inbound_mail(uow.session, row.blobs, row.values, row.attachments, in_group=True)
-            reason = analysis.reason if analysis.parsed is None else None
-            stored.append(None if mail_id is None else StoredMail(mail_id, row.state, reason))
+        ids = insert_inbound_group(
+            uow.session, mailbox, [NewMail(row.blobs, row.values, row.attachments) for row in rows]
+        )
         uow.commit()
-    return stored
+    reasons = [analysis.reason if analysis.parsed is None else None for _, analysis in mails]
+    return [
+        None if mail_id is None else StoredMail(mail_id, row.state, reason)
+        for mail_id, row, reason in zip(ids, rows, reasons, strict=True)
+    ]
 
 
 def store_mail(

@@ -2,13 +2,13 @@
 
 from alembic import context
 
-import store
+from store import models
 from store.schema import include_object
 
 connection = context.config.attributes["connection"]
 context.configure(
     connection=connection,
-    target_metadata=store.Base.metadata,
+    target_metadata=models.Base.metadata,
     render_as_batch=connection.dialect.name == "sqlite",
     compare_type=True,
     include_object=include_object,

@@ -176,3 +176,57 @@ def test_a_large_duplicate_in_a_group_takes_back_only_its_own_bytes(engine: Engi
     assert stored[0] is not None and stored[1] is None
     assert blob_data(engine, sha256_hex(new_form)) == new_form
     assert blobs_present(engine, sha256_hex(duplicate), sha256_hex(duplicate_form)) == set()
+
+
+def stored_subjects(engine: Engine, mail_ids: list[int | None]) -> list[str | None]:
+    with engine.connect() as connection:
+        subjects = dict(connection.execute(
+            select(InboundMail.id, InboundMail.subject).where(InboundMail.id.in_([i for i in mail_ids if i]))
+        ).all())
+    return [None if mail_id is None else subjects[mail_id] for mail_id in mail_ids]
+
+
+def test_a_group_stores_each_mail_with_its_attachments_and_the_same_mail_only_once(engine: Engine) -> None:
+    """The same bytes twice in one group (two UIDs), and a UID of the group's own: one mail each, never two."""
+    first, second = with_attachments("Groep, eerste"), with_attachments("Groep, tweede", photo_twice=True)
+    group = [fetched_and_analysed(first, uid=701), fetched_and_analysed(second, uid=702),
+             fetched_and_analysed(first, uid=703), fetched_and_analysed(with_attachments("Andere bytes"), uid=702)]
+    stored = store_group(lambda: UnitOfWork(make_session_factory(engine)), "info", group, 7)
+    assert stored_subjects(engine, [m.id if m else None for m in stored]) == [
+        "Groep, eerste", "Groep, tweede", None, None]
+    with engine.connect() as connection:
+        positions = connection.execute(
+            select(InboundAttachment.inbound_mail_id, func.count()).where(
+                InboundAttachment.inbound_mail_id.in_([m.id for m in stored if m])
+            ).group_by(InboundAttachment.inbound_mail_id)
+        ).all()
+    assert sorted(count for _, count in positions) == [2, 3], "each mail its own attachments"
+    assert blob_data(engine, sha256_hex(second)) == second
+
+
+def test_a_mail_stored_by_another_process_during_the_group_is_not_stored_twice(postgres_engine: Engine) -> None:
+    """Another intake commits one of the group's mails right after the group's check for stored mails: the group
+    is stored again one by one, and that mail counts as a duplicate; the other is stored."""
+    from sqlalchemy import event
+
+    raced, other = with_attachments("Gelijktijdig binnen"), with_attachments("Alleen in de groep")
+    group = [fetched_and_analysed(raced, uid=801), fetched_and_analysed(other, uid=802)]
+    interfered: list[bool] = []
+
+    def store_it_elsewhere_first(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        if not interfered and statement.lstrip().upper().startswith("INSERT INTO BLOB "):
+            interfered.append(True)
+            assert store(postgres_engine, raced, uid=801) is not None
+
+    event.listen(postgres_engine, "before_cursor_execute", store_it_elsewhere_first)
+    try:
+        stored = store_group(lambda: UnitOfWork(make_session_factory(postgres_engine)), "info", group, 7)
+    finally:
+        event.remove(postgres_engine, "before_cursor_execute", store_it_elsewhere_first)
+    assert interfered
+    assert stored[0] is None and stored[1] is not None
+    with postgres_engine.connect() as connection:
+        subjects = connection.scalars(
+            select(InboundMail.subject).where(InboundMail.subject.in_(["Gelijktijdig binnen", "Alleen in de groep"]))
+        ).all()
+    assert sorted(subjects) == ["Alleen in de groep", "Gelijktijdig binnen"]

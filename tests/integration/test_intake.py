@@ -206,6 +206,31 @@ def test_a_uidvalidity_change_imports_nothing_twice(
     assert all(KEYWORD in flags for _, flags in server_mails(imap_user, "Aanvragen").values())
 
 
+def test_a_rescanned_backlog_goes_through_the_parse_workers_and_stores_only_the_new_mails(
+    engine: Engine, database_url: str, tmp_path: Path, imap_user: ImapUser
+) -> None:
+    """A folder recreated with 40 stored mails among 12 new ones: the known ones pass the workers' chunks unparsed,
+    in order with the new ones, and each new mail is stored once with its own subject."""
+    from conftest import make_config
+
+    mailbox = imap_user.mailbox_config(name=imap_user.name, folder="Archief")
+    app = build_app(make_config(database_url, tmp_path, mailboxes=(mailbox,)), engine=engine)
+    known = [mail(f"Bekend {i}", Message_ID=f"<bekend-{i}@x>") for i in range(40)]
+    client = imap_user.client()
+    client.create_folder("Archief")
+    client.multiappend("Archief", known)
+    assert poll(app) == "fetched=40 stored=40 quarantined=0 duplicates=0"
+    client.delete_folder("Archief")
+    client.create_folder("Archief")
+    mixed = [*known[:20], *(mail(f"Nieuw {i}", Message_ID=f"<nieuw-{i}@x>") for i in range(12)), *known[20:]]
+    client.multiappend("Archief", mixed)
+    client.logout()
+    assert poll(app) == "fetched=52 stored=12 quarantined=0 duplicates=40"
+    subjects = [r.subject for r in stored(app)]
+    assert sorted(subjects) == sorted([*(f"Bekend {i}" for i in range(40)), *(f"Nieuw {i}" for i in range(12))])
+    assert all(KEYWORD in flags for _, flags in server_mails(imap_user, "Archief").values())
+
+
 def test_a_connection_dropped_mid_fetch_loses_nothing(intake: App, imap_user: ImapUser) -> None:
     for i in range(30):
         imap_user.append(mail(f"Mail {i}", body="x" * 200_000))

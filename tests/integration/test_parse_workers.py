@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from support.mails import customer_mail
 from support.procfs import process_stats
 
-from ingest.analysis import ClassifyOptions, analyse_mail
+from ingest.analysis import Analysis, ClassifyOptions, analyse_mails
 from ingest.workers import ParsePool
 from store.blobs import sha256_hex
 
@@ -24,14 +24,18 @@ def workers() -> set[int]:
     return {pid for pid, fields in stats.items() if int(fields[1]) in forkservers and fields[0] != "Z"}
 
 
-def job(raw: bytes) -> tuple[bytes, datetime, int, ClassifyOptions, str]:
-    """What the poller hands a worker for one mail (ingest.analysis.analyse_mail)."""
-    return raw, RECEIVED, 1_000_000, ClassifyOptions(), sha256_hex(raw)
+def job(raw: bytes) -> tuple[list[tuple[bytes, datetime, str]], int, ClassifyOptions]:
+    """What the poller hands a worker for a chunk of one mail (ingest.analysis.analyse_mails)."""
+    return [(raw, RECEIVED, sha256_hex(raw))], 1_000_000, ClassifyOptions()
 
 
 def subject_via(pool: ParsePool, subject: str) -> str:
     raw = customer_mail(subject)
-    analysis = pool.result(pool.submit(analyse_mail, *job(raw)), analyse_mail, *job(raw))
+    [analysis] = pool.result(pool.submit(analyse_mails, *job(raw)), analyse_mails, *job(raw))
+    return subject_of(analysis)
+
+
+def subject_of(analysis: Analysis) -> str:
     assert analysis.parsed is not None
     return analysis.parsed.subject
 
@@ -43,13 +47,13 @@ def test_a_killed_parse_worker_costs_no_mail_and_is_replaced() -> None:
         assert subject_via(pool, "Voor de crash") == "Voor de crash"
         (worker,) = workers() - others
         in_flight = customer_mail("Onderweg tijdens de crash")
-        future = pool.submit(analyse_mail, *job(in_flight))
+        future = pool.submit(analyse_mails, *job(in_flight))
         os.kill(worker, signal.SIGKILL)
         time.sleep(0.5)  # the executor notices the death and marks itself broken
         # The poller submits the next mails before it collects this one: they go to a fresh worker.
         assert subject_via(pool, "Na de crash") == "Na de crash"
-        analysis = pool.result(future, analyse_mail, *job(in_flight))
-        assert analysis.parsed is not None and analysis.parsed.subject == "Onderweg tijdens de crash"
+        [analysis] = pool.result(future, analyse_mails, *job(in_flight))
+        assert subject_of(analysis) == "Onderweg tijdens de crash"
         replacements = workers() - others
         assert worker not in replacements
         assert len(replacements) == 1, "a new worker took over"

@@ -27,7 +27,6 @@ from sqlalchemy.engine import make_url
 from support.mails import customer_mail, queue_mail
 from support.outbox import queue_reply
 
-import store
 from kcc.bootstrap import App, build_app
 from kcc.config import ConfigError, MonitoringConfig, StorageConfig, load_config
 from kcc.monitoring import Level, Report, report_json
@@ -38,6 +37,7 @@ from kcc.usecases.heartbeat import Heartbeat, beat, forget_dead, remove_heartbea
 from kcc.usecases.intake import acquire_lease, record_progress
 from kcc.usecases.outbox import claim, expire_leases
 from kcc.usecases.status import check_status
+from store import models
 from store.engine import make_engine
 from store.mail import InboundAttachment, InboundMail, MailboxState
 from store.monitoring import ServiceHeartbeat
@@ -302,7 +302,7 @@ def test_a_0001_database_is_refused_then_upgraded_with_the_heartbeat_table(
         warnings.filterwarnings("ignore", message=".*expression-based index")
         context = MigrationContext.configure(connection, opts={"compare_type": True,
                                                                "include_object": include_object})
-        differences = compare_metadata(context, store.Base.metadata)
+        differences = compare_metadata(context, models.Base.metadata)
     assert differences == []  # the hand-written migration makes exactly what the model describes
     from conftest import make_config
 

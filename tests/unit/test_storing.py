@@ -4,6 +4,7 @@ reported before the group that holds it was stored, and nothing stored after a f
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 
 import pytest
@@ -97,3 +98,36 @@ def test_one_by_one_is_the_default() -> None:
     storing.end_batch(batch)
     storing.close()
     assert store.groups == [[1], [2], [3]]
+
+
+def test_the_mails_waiting_for_the_thread_are_bounded_in_bytes() -> None:
+    """However many mails may wait, their bytes may not pass max_bytes; a mail larger than that waits alone."""
+    release = threading.Event()
+
+    def slow_store(group: Sequence[MailRef]) -> list[MailRef]:
+        release.wait(timeout=30)
+        return list(group)
+
+    sizes = {1: 10, 2: 40, 3: 40, 4: 40, 5: 500}
+    storing = StoringThread(slow_store, depth=100, size=lambda ref: sizes[ref.uid or 0],
+                            limits=GroupLimits(mails=1), max_bytes=100)
+    put: list[int] = []
+
+    def producer() -> None:
+        for ref in refs(5):
+            storing.put(ref)
+            put.append(ref.uid or 0)
+
+    worker = threading.Thread(target=producer)
+    worker.start()
+    deadline = time.monotonic() + 30
+    while len(put) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    worker.join(timeout=0.3)  # a put that should wait would be done by now
+    # the thread holds mail 1 in its (stuck) group; 2 and 3 wait, 80 bytes; 4 would make 120
+    assert put == [1, 2, 3], "no more than 100 bytes wait"
+    release.set()
+    worker.join(timeout=30)
+    assert put == [1, 2, 3, 4, 5], "the 500-byte mail was let in once the others were taken"
+    storing.end_batch(refs(5))
+    assert [b.handled for b in storing.close()] == [refs(5)]
