@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import uuid as uuid_module
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import ForeignKey, Index, Integer, Uuid, insert
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from store.base import Base, Key, choice, created_column, id_column
@@ -79,10 +79,17 @@ def remember_remote(session: Session, rows: list[dict[str, object]]) -> None:
     succeed, the later one's values kept."""
     if not rows:
         return
-    dialect = session.get_bind().dialect.name
-    insert_into = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    table: Any = ExportedRecord.__table__
+    statement: Any
+    if session.get_bind().dialect.name == "postgresql":  # each dialect imported where the engine has loaded it
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+        statement = postgresql_insert(table)
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        statement = sqlite_insert(table)
     now = utcnow()
-    statement = insert_into(ExportedRecord.__table__)  # type: ignore[arg-type]
     statement = statement.on_conflict_do_update(
         index_elements=["local_uuid"],
         set_={name: statement.excluded[name]
