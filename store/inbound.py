@@ -96,10 +96,10 @@ def insert_inbound_group(session: Session, mailbox: str, mails: Sequence[NewMail
     _insert_blob_rows(session, blob_rows, one_blob_a_statement=False)
     if not new:
         return [None] * len(mails)
-    inserted = session.execute(
-        insert(MAIL).returning(MAIL.c.id, sort_by_parameter_order=True), [mail.values for mail in new]
-    )
-    ids = dict(zip((id(mail) for mail in new), inserted.scalars().all(), strict=True))
+    # Rows come back in no promised order; the sha256 tells them apart (unique among `new`).
+    inserted = session.execute(insert(MAIL).returning(MAIL.c.raw_sha256, MAIL.c.id), [mail.values for mail in new])
+    by_digest: dict[str, int] = {digest: mail_id for digest, mail_id in inserted}
+    ids = {id(mail): by_digest[mail.values["raw_sha256"]] for mail in new}
     attachment_rows = [
         {"inbound_mail_id": ids[id(mail)], **row} for mail in new for row in mail.attachments
     ]
