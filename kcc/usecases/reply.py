@@ -43,6 +43,7 @@ from replies.render_worker import render_guarded
 from replies.templates import ReplyTemplates, reply_templates
 from store import audit, export
 from store.blobs import put_blob
+from store.engine import commit_without_waiting_for_disk
 from store.klantinteracties import Actor, Klantcontact
 from store.mail import InboundMail
 from store.outbox import OutboxMessage
@@ -135,6 +136,7 @@ def reply(
         if refusal := refusal_to_answer(mail, follow_up):
             raise DecisionError(refusal)
         referentienummer, antwoord_nummer = next_referentienummers(uow.session, 2)
+        commit_without_waiting_for_disk(uow.session)  # the decision's own commit makes the numbers durable
         uow.commit()
     composed = compose(config, reply_templates(config.replies.templates_path()), mail, follow_up, referentienummer,
                        now)

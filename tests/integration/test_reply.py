@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 from support.dbfaults import MESSAGE, refuse_inserts
 from support.mails import customer_mail, queue_mail, with_attachment
 
-from kcc.bootstrap import App
+from kcc.bootstrap import App, build_app
 from kcc.records.actor import medewerker
 from kcc.usecases.contacts import show_contact
 from kcc.usecases.reply import Reply, ReplyRefused, reply
@@ -198,3 +198,29 @@ def test_the_quote_line_gives_the_moment_the_customer_wrote_not_when_we_fetched(
     message = sent_message(app, outbox(app, result.outbox_id))
     (text,) = [part.get_payload(decode=True) for part in message.walk() if part.get_content_type() == "text/plain"]
     assert b"Op 22 november 2026 om 21:03 schreef" in text
+
+
+def test_the_number_reservation_commits_lazily_but_the_decision_durably(
+    postgres_engine: Engine, tmp_path: Path
+) -> None:
+    """The reservation of a reply's two referentienummers may skip the wait for the disk (PostgreSQL; SQLite never
+    waits at commit); the decision that uses them must not, nor any later transaction on the same connection."""
+    from conftest import make_config
+    from sqlalchemy import event
+
+    app = build_app(make_config(postgres_engine.url.render_as_string(hide_password=False), tmp_path),
+                    engine=postgres_engine)
+    mail_id = queue_mail(app, customer_mail("Nummers"))
+    settings: list[str] = []
+
+    def before_commit(connection: Any) -> None:
+        settings.append(connection.exec_driver_sql("SHOW synchronous_commit").scalar())
+
+    event.listen(app.engine, "commit", before_commit)
+    try:
+        reply(app.uow(), app.config, mail_id, TEKST, ANNA)
+    finally:
+        event.remove(app.engine, "commit", before_commit)
+    assert settings == ["off", "on"], "the reservation, then the decision"
+    with app.engine.connect() as connection:
+        assert connection.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"
