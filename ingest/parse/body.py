@@ -17,6 +17,7 @@ import inscriptis
 
 from ingest.parse.attachments import add_attachment
 from ingest.parse.context import ParseContext, clean_text
+from ingest.parse.html_text import TREE_MAX_CHARS, streamed_text
 from ingest.parse.model import Attachment, ParseError
 from ingest.parse.payload import flatten, part_text, raw_payload
 from ingest.parse.reports import delivery_report
@@ -143,6 +144,9 @@ def body_text(slots: list[Slot], ctx: ParseContext) -> str:
 
 
 def _html_to_text(html: str, ctx: ParseContext) -> str:
+    if len(html) > TREE_MAX_CHARS:
+        ctx.note(f"HTML body of {len(html):,} characters: its text taken without layout (over {TREE_MAX_CHARS:,})")
+        return streamed_text(html)
     try:
         return str(inscriptis.get_text(html))
     except Exception as exc:  # lxml/inscriptis on hostile HTML: fall back to stripping tags

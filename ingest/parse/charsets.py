@@ -53,6 +53,22 @@ def _is_text_codec(name: str) -> bool:
     return bool(getattr(info, "_is_text_encoding", True))  # refuse bytes-to-bytes codecs (zlib, base64)
 
 
+@lru_cache(maxsize=64)
+def crlf_is_plain_bytes(charset: str | None) -> bool:
+    """Is CR LF the bytes 0D 0A in this charset, never part of another character? Then line ends can be made \n
+    on the bytes, before decoding: a large body is then not copied once more as text (up to 4 bytes a character).
+    """
+    if not charset:
+        return True  # read as us-ascii, utf-8 or windows-1252
+    codec, _ = _codec_for(charset)
+    if codec is None or codec.startswith(_NOT_ASCII_COMPATIBLE):
+        return False
+    try:
+        return "\r\n".encode(codec) == b"\r\n" and "\n".encode(codec) == b"\n"
+    except (LookupError, UnicodeError):
+        return False
+
+
 def decode_bytes(data: bytes, charset: str | None, ctx: ParseContext, where: str) -> str:
     """Decode with the declared charset. Unknown, missing or wrong charsets fall back to utf-8 (the most
     common mislabel), then to the charset the mail declares elsewhere, then to windows-1252; each noted."""

@@ -58,7 +58,7 @@ class ParseContext:
 
 def clean_text(text: str) -> str:
     """Body text for a database text column: no NUL or lone surrogates, and \\n line ends."""
-    if not text.isascii() or "\x00" in text:
+    if (not text.isascii() or "\x00" in text) and _UNSAFE_TEXT.search(text):  # a scan; a copy only when needed
         text = _UNSAFE_TEXT.sub("\ufffd", text)
     return text.replace("\r\n", "\n") if "\r" in text else text
 

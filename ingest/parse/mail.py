@@ -57,8 +57,10 @@ def _parse(raw: bytes, received_at: datetime | None, ctx: ParseContext) -> Parse
                     for name, value in raw_headers)
     first = _first_values(raw_headers)
 
+    content_type = msg.get_content_type()
     slots: list[Slot] = []
     collect_guarded(msg, 0, slots, ctx)
+    del msg  # the parsed tree holds the whole mail as text once more; its parts are taken out now
     message_id, synthetic = message_id_or_synthetic(first.get("message-id", ""), raw, ctx)
     date, from_header = mail_date(first.get("date"), received_at, ctx)
     from_name, from_address = sender(_all_values(raw_headers, "from"), ctx)
@@ -80,7 +82,7 @@ def _parse(raw: bytes, received_at: datetime | None, ctx: ParseContext) -> Parse
         html=ctx.html,
         attachments=tuple(ctx.attachments),
         headers=headers,
-        content_type=msg.get_content_type(),
+        content_type=content_type,
         defects=tuple(ctx.defects),
         report=ctx.report,
     )

@@ -14,7 +14,7 @@ from email.policy import Compat32
 from io import BytesIO
 from typing import Any
 
-from ingest.parse.charsets import decode_bytes
+from ingest.parse.charsets import crlf_is_plain_bytes, decode_bytes
 from ingest.parse.context import ParseContext, clean_text
 
 _NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/]")
@@ -130,4 +130,7 @@ def flatten(msg: Message, linesep: str) -> bytes:
 
 def part_text(part: Message, ctx: ParseContext, where: str) -> str:
     data = part_bytes(part, ctx, where)
-    return clean_text(decode_bytes(data, part.get_content_charset(), ctx, where))
+    charset = part.get_content_charset()
+    if b"\r" in data and crlf_is_plain_bytes(charset):
+        data = data.replace(b"\r\n", b"\n")  # here, not on the text: `clean_text` then copies nothing
+    return clean_text(decode_bytes(data, charset, ctx, where))

@@ -733,3 +733,30 @@ def test_a_raw_8bit_attachment_name_is_decoded(encoded: bytes, expected: str) ->
            b'Content-Type: text/plain; name="' + encoded + b'"\r\nContent-Disposition: attachment; filename="'
            + encoded + b'"\r\n\r\ninhoud\r\n--b--\r\n')
     assert [a.filename for a in parse_mail(raw).attachments] == [expected]
+
+
+def test_a_huge_html_body_still_gives_its_words_in_order_without_scripts() -> None:
+    """Over the layout converter's bound the text is taken in one pass: every word kept, one block a line."""
+    from ingest.parse.html_text import TREE_MAX_CHARS
+
+    paragraph = "<p>Melding <b>lantaarnpaal</b> kapot in de Dorpsstraat&nbsp;&amp; omgeving.</p>\n"
+    repeat = TREE_MAX_CHARS // len(paragraph) + 10
+    html = ("<html><head><style>p { color: red }</style></head><body><h1>Klacht</h1>"
+            + paragraph * repeat + "<script>stuur('geheim')</script><div>Groet,<br>Karel</div></body></html>")
+    parsed = parse_mail(mail(BASIC_HEADERS.replace("text/plain", "text/html"), html))
+    lines = parsed.text.split("\n")
+    assert lines[0] == "Klacht"
+    assert lines[1:-2] == ["Melding lantaarnpaal kapot in de Dorpsstraat & omgeving."] * repeat
+    assert lines[-2:] == ["Groet,", "Karel"]
+    assert "geheim" not in parsed.text and "color" not in parsed.text
+    assert any("without layout" in d for d in parsed.defects)
+    assert parsed.html is not None and parsed.html.startswith("<html>")
+
+
+@pytest.mark.parametrize("charset", ["utf-8", "iso-8859-1", "utf-16"])
+def test_line_ends_become_newlines_in_every_charset(charset: str) -> None:
+    """CR LF is made \\n on the bytes where the charset allows it, and on the text where it does not (UTF-16)."""
+    body = "Beste gemeente,\r\nde lantaarnpaal is stuk.\r\nGroet, Zoë\r\n".encode(charset)
+    raw = mail(BASIC_HEADERS.replace("charset=utf-8", f"charset={charset}")
+               + "\nContent-Transfer-Encoding: 8bit", body)
+    assert parse_mail(raw).text == "Beste gemeente,\nde lantaarnpaal is stuk.\nGroet, Zoë\n"
