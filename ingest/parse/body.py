@@ -144,10 +144,11 @@ def body_text(slots: list[Slot], ctx: ParseContext) -> str:
 
 
 def _html_to_text(html: str, ctx: ParseContext) -> str:
-    if len(html) > TREE_MAX_CHARS:
-        ctx.note(f"HTML body of {len(html):,} characters: its text taken without layout (over {TREE_MAX_CHARS:,})")
-        return streamed_text(html)
     try:
+        if len(html) > TREE_MAX_CHARS:
+            ctx.note(f"HTML body of {len(html):,} characters: its text taken without layout "
+                     f"(over {TREE_MAX_CHARS:,})")
+            return streamed_text(html)
         return str(inscriptis.get_text(html))
     except Exception as exc:  # lxml/inscriptis on hostile HTML: fall back to stripping tags
         ctx.note(f"HTML could not be converted to text ({type(exc).__name__}): tags stripped instead")

@@ -2,7 +2,7 @@
 
 inscriptis lays the text out well (tables, lists, indentation) but builds an lxml tree first: a 44 MB HTML body
 took 1.3 GB. Above `TREE_MAX_CHARS` the text is taken in one pass instead: the words in order, a line break at
-every block element, script and style left out. Such a body is read in the original anyway.
+every block element, scripts and style sheets left out. Such a body is read in the original anyway.
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ _BLOCKS = frozenset({
     "table", "td", "th", "tr", "ul",
 })
 _WHITESPACE = re.compile(r"\s+")
-_HIDDEN = frozenset({"script", "style", "head", "title", "template"})
+_HIDDEN = frozenset({"script", "style"})
+"""Left out. Only these two: the parser reads their content as raw text up to their end tag, as browsers do,
+so an unclosed one hides no more than it would on screen; an unclosed <head> or <title> would hide the mail."""
 
 
 class _TextCollector(HTMLParser):
