@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import uuid as uuid_module
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import ForeignKey, Index, Integer, Uuid, insert
 from sqlalchemy.orm import Mapped, Session, mapped_column
@@ -17,6 +16,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from store.base import Base, Key, choice, created_column, id_column
 from store.states import ExportStatus
 from store.types import SafeString, SafeText, UTCDateTime, utcnow
+from store.upsert import dialect_insert
 
 
 class ExportJob(Base):
@@ -79,20 +79,11 @@ def remember_remote(session: Session, rows: list[dict[str, object]]) -> None:
     succeed, the later one's values kept."""
     if not rows:
         return
-    table: Any = ExportedRecord.__table__
-    statement: Any
-    if session.get_bind().dialect.name == "postgresql":  # each dialect imported where the engine has loaded it
-        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-
-        statement = postgresql_insert(table)
-    else:
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        statement = sqlite_insert(table)
+    statement = dialect_insert(session, ExportedRecord)
     now = utcnow()
-    statement = statement.on_conflict_do_update(
+    upsert = statement.on_conflict_do_update(
         index_elements=["local_uuid"],
         set_={name: statement.excluded[name]
               for name in ("soort", "remote_uuid", "remote_url", "body_sha256", "exported_at")},
     )
-    session.execute(statement, [{**row, "exported_at": now} for row in rows])
+    session.execute(upsert, [{**row, "exported_at": now} for row in rows])
