@@ -158,7 +158,6 @@ class Poller:
         self._known: set[str] | None = None  # during a re-scan: the sha256 of every mail already stored
         self._pool: ParsePool | None = None  # parse workers, once there was a backlog worth them
         self._chunk: list[Parsing] = []  # fetched, waiting to be sent to a parse worker together
-        self._chunk_bytes = 0
         self.standing_by = False
         """True while another process holds this mailbox's lease (a second instance on standby)."""
 
@@ -226,7 +225,7 @@ class Poller:
                 storing.end_batch(batch)
                 self._settle(storing.stored(), uidvalidity)
         except BaseException:
-            self._chunk, self._chunk_bytes = [], 0  # fetched, never stored: not marked, fetched again next time
+            self._chunk = []  # fetched, never stored: not marked, fetched again next time
             # Mark what was committed; when the connection itself was lost that fails too, and the error that
             # matters is the first one. Unmarked mails are fetched again next time and skipped as stored.
             try:
@@ -260,21 +259,24 @@ class Poller:
             storing.put(parsing)
             return
         self._chunk.append(parsing)
-        if not parsing.duplicate:
-            self._chunk_bytes += len(parsing.fetched.raw)
-        if sum(not p.duplicate for p in self._chunk) >= CHUNK_MAILS or self._chunk_bytes >= CHUNK_BYTES:
+        to_parse = [len(p.fetched.raw) for p in self._chunk if not p.duplicate]
+        if len(to_parse) >= CHUNK_MAILS or sum(to_parse) >= CHUNK_BYTES:
             self._send_chunk(storing)
 
     def _send_chunk(self, storing: StoringThread[Parsing]) -> None:
         """Send the waiting mails to a parse worker as one task, then hand them to the storing thread."""
-        waiting, self._chunk, self._chunk_bytes = self._chunk, [], 0
+        waiting, self._chunk = self._chunk, []
         to_parse = [parsing for parsing in waiting if not parsing.duplicate]
         chunk = None
         if to_parse and self._pool is not None:
             chunk = ParseChunk(self._pool, [(p.fetched.raw, p.received_at, p.digest) for p in to_parse], self._settings)
-        indexes = {id(parsing): index for index, parsing in enumerate(to_parse)}
+        index = 0
         for parsing in waiting:
-            storing.put(parsing if parsing.duplicate else replace(parsing, chunk=chunk, index=indexes[id(parsing)]))
+            if parsing.duplicate:
+                storing.put(parsing)
+            else:
+                storing.put(replace(parsing, chunk=chunk, index=index))
+                index += 1
 
     def _settle(self, batches: Sequence[StoredBatch], uidvalidity: int) -> None:
         """Mark the committed mails processed, then move the high-water mark past each complete batch."""

@@ -92,10 +92,9 @@ def insert_inbound_group(session: Session, mailbox: str, mails: Sequence[NewMail
     (`insert_inbound_mail`, which settles such a race per mail). The caller commits.
     """
     new = _not_yet_stored(session, mailbox, mails)
-    blob_rows = _blob_rows([blob for mail in new for blob in mail.blobs])
-    _insert_blob_rows(session, blob_rows, one_blob_a_statement=False)
     if not new:
         return [None] * len(mails)
+    _insert_blob_rows(session, _blob_rows([blob for mail in new for blob in mail.blobs]), one_blob_a_statement=False)
     # Rows come back in no promised order; the sha256 tells them apart (unique among `new`).
     inserted = session.execute(insert(MAIL).returning(MAIL.c.raw_sha256, MAIL.c.id), [mail.values for mail in new])
     by_digest: dict[str, int] = {digest: mail_id for digest, mail_id in inserted}
